@@ -1,0 +1,64 @@
+"""NumPy reference cells, written from the equations in the docstrings, independent of rnnx's code.
+
+Gate orders: LSTM i, f, g, o; GRU r, z, n. Weights ``w_ih (d, g*h)``, ``w_hh (h, g*h)``, bias ``b (g*h,)``.
+"""
+
+import numpy as np
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def simple_rnn_step(p, h, x, activation="tanh"):
+    pre = x @ p["w_ih"] + h @ p["w_hh"] + p.get("b", 0.0)
+    return np.tanh(pre) if activation == "tanh" else np.maximum(pre, 0.0)
+
+
+def lstm_step(p, state, x):
+    h, c = state
+    hs = h.shape[-1]
+    z = x @ p["w_ih"] + h @ p["w_hh"] + p.get("b", 0.0)
+    i, f, g, o = (z[..., k * hs : (k + 1) * hs] for k in range(4))
+    c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+    h = sigmoid(o) * np.tanh(c)
+    return h, c
+
+
+def gru_step(p, h, x, reset_after=True):
+    hs = h.shape[-1]
+    wi = [p["w_ih"][:, k * hs : (k + 1) * hs] for k in range(3)]
+    wh = [p["w_hh"][:, k * hs : (k + 1) * hs] for k in range(3)]
+    b = [p["b"][k * hs : (k + 1) * hs] if "b" in p else 0.0 for k in range(3)]
+    r = sigmoid(x @ wi[0] + b[0] + h @ wh[0])
+    z = sigmoid(x @ wi[1] + b[1] + h @ wh[1])
+    if reset_after:
+        n = np.tanh(x @ wi[2] + b[2] + r * (h @ wh[2] + p.get("b_hn", 0.0)))
+    else:
+        n = np.tanh(x @ wi[2] + b[2] + (r * h) @ wh[2])
+    return (1.0 - z) * n + z * h
+
+
+def run(step, params, xs, carry, lengths=None, reverse=False):
+    """Run ``step`` over ``xs (b, t, d)`` one sequence at a time, truncating each to its length.
+
+    Returns the final carry per sequence and outputs ``(b, t, h)`` with zeros past each length.
+    """
+    params = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    batch, steps = xs.shape[:2]
+    lengths = np.full(batch, steps) if lengths is None else np.asarray(lengths)
+    finals, outputs = [], []
+    for n in range(batch):
+        state = carry(n)
+        ys = np.zeros((steps, _hidden(params)))
+        order = range(lengths[n])
+        for t in reversed(order) if reverse else order:
+            state = step(params, state, np.asarray(xs[n, t], np.float64))
+            ys[t] = state[0] if isinstance(state, tuple) else state
+        finals.append(state)
+        outputs.append(ys)
+    return finals, np.stack(outputs)
+
+
+def _hidden(params):
+    return params["w_hh"].shape[0]
