@@ -21,7 +21,6 @@ from importlib import metadata
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 
 import rnnx
 from benchmarks.peers import PEERS, Config, Unavailable
