@@ -57,6 +57,9 @@ class Cell(NamedTuple):
       step: ``(params, carry, xp) -> (carry, y (*b, h))``.
       param_shapes: ``(input_size) -> {name: shape}``, what ``init`` returns.
       config: the factory's keyword arguments, for interop and error messages.
+      coefficients: ``(params, xp) -> (a, b)``, each ``(*b, h)``, for cells whose step is the elementwise
+        linear recurrence ``h_t = a_t * h_{t-1} + b_t`` (no recurrent matrix); ``rnnx.unroll`` then runs all
+        steps at once with a parallel scan (:mod:`rnnx.parallel`). None for every other cell.
     """
 
     name: str
@@ -68,6 +71,7 @@ class Cell(NamedTuple):
     step: Callable[[Params, Any, jax.Array], tuple[Any, jax.Array]]
     param_shapes: Callable[[int], dict[str, tuple[int, ...]]]
     config: dict
+    coefficients: Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]] | None = None
 
     def apply(self, params: Params, carry: Any, x: jax.Array) -> tuple[Any, jax.Array]:
         """One time step: ``(carry, x (*b, d)) -> (carry, y (*b, h))``."""
@@ -123,22 +127,6 @@ def _describe(cell: Cell) -> str:
 def _check_hidden_size(hidden_size) -> None:
     if not isinstance(hidden_size, (int, np.integer)) or isinstance(hidden_size, bool) or hidden_size <= 0:
         raise ValueError(f"hidden_size must be a positive integer, received {hidden_size!r}")
-
-
-def _sigmoid(x):
-    # sigmoid(x) = (1 + tanh(x / 2)) / 2: one tanh kernel instead of exp + reciprocal, measurably
-    # faster on XLA:CPU where per-step elementwise work dominates small recurrences.
-    return 0.5 + 0.5 * jnp.tanh(0.5 * x)
-
-
-def _lstm_gates(z):
-    """sigmoid on i, f, o and tanh on g in one tanh over the contiguous (..., 4h) gate block."""
-    h = z.shape[-1] // 4
-    half = jnp.full((h,), 0.5, z.dtype)
-    one = jnp.ones((h,), z.dtype)
-    scale = jnp.concatenate([half, half, one, half])
-    shift = jnp.concatenate([half, half, jnp.zeros((h,), z.dtype), half])
-    return jnp.tanh(z * scale) * scale + shift
 
 
 def _make_cell(
@@ -327,9 +315,9 @@ def lstm(
     """
 
     def step(p, carry, xp):
-        i, f, g, o = jnp.split(_lstm_gates(xp + carry.h @ p["w_hh"]), 4, axis=-1)
-        c = f * carry.c + i * g
-        h = o * jnp.tanh(c)
+        i, f, g, o = jnp.split(xp + carry.h @ p["w_hh"], 4, axis=-1)
+        c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return LSTMCarry(h, c), h
 
     return _make_cell(
@@ -388,7 +376,7 @@ def gru(
 
     def step_after(p, hprev, xp):
         hh = hprev @ p["w_hh"]
-        rz = _sigmoid(xp[..., : 2 * h] + hh[..., : 2 * h])
+        rz = jax.nn.sigmoid(xp[..., : 2 * h] + hh[..., : 2 * h])
         r, z = rz[..., :h], rz[..., h:]
         hn = hh[..., 2 * h :] + p["b_hn"] if use_bias else hh[..., 2 * h :]
         n = jnp.tanh(xp[..., 2 * h :] + r * hn)
@@ -396,7 +384,7 @@ def gru(
         return hnew, hnew
 
     def step_before(p, hprev, xp):
-        rz = _sigmoid(xp[..., : 2 * h] + hprev @ p["w_hh"][:, : 2 * h])
+        rz = jax.nn.sigmoid(xp[..., : 2 * h] + hprev @ p["w_hh"][:, : 2 * h])
         r, z = rz[..., :h], rz[..., h:]
         n = jnp.tanh(xp[..., 2 * h :] + (r * hprev) @ p["w_hh"][:, 2 * h :])
         hnew = n + z * (hprev - n)

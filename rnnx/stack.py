@@ -58,7 +58,7 @@ class Stack(NamedTuple):
         carries, ys = [], xs
         for layer, (layer_params, layer_key) in enumerate(zip(params, keys)):
             if layer > 0 and self.dropout > 0 and layer_key is not None:
-                ys = _dropout(layer_key, ys, self.dropout)
+                ys = dropout(layer_key, ys, self.dropout)
             outputs = []
             for direction, cell_params in enumerate(layer_params):
                 index = layer * self.num_directions + direction
@@ -85,7 +85,8 @@ class Stack(NamedTuple):
             raise ValueError(f"initial_carry must be a tuple of {n} cell carries (layers x directions), received {got}")
 
 
-def _dropout(key, x, rate):
+def dropout(key, x, rate):
+    """Inverted dropout: zero each element with probability ``rate``, scale the rest by ``1 / (1 - rate)``."""
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype)).astype(x.dtype)
 

@@ -15,6 +15,8 @@ CELLS = {
     "gru": (lambda h: rnnx.gru(h), reference.gru_step),
     "gru_reset_before": (lambda h: rnnx.gru(h, reset_after=False),
                          lambda p, h, x: reference.gru_step(p, h, x, reset_after=False)),
+    "min_gru": (lambda h: rnnx.min_gru(h), reference.min_gru_step),
+    "min_lstm": (lambda h: rnnx.min_lstm(h), reference.min_lstm_step),
 }  # fmt: skip
 
 B, T, D, H = 3, 6, 5, 7

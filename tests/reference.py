@@ -39,6 +39,25 @@ def gru_step(p, h, x, reset_after=True):
     return (1.0 - z) * n + z * h
 
 
+def g(x):
+    """minGRU/minLSTM candidate activation (Feng et al. 2024): x + 0.5 for x >= 0, sigmoid(x) below."""
+    return np.where(x >= 0, x + 0.5, sigmoid(x))
+
+
+def min_gru_step(p, h, x):
+    hs = h.shape[-1]
+    pre = x @ p["w_ih"] + p["b"]
+    z = sigmoid(pre[..., :hs])
+    return (1.0 - z) * h + z * g(pre[..., hs:])
+
+
+def min_lstm_step(p, h, x):
+    hs = h.shape[-1]
+    pre = x @ p["w_ih"] + p["b"]
+    f, i = sigmoid(pre[..., :hs]), sigmoid(pre[..., hs : 2 * hs])
+    return f / (f + i) * h + i / (f + i) * g(pre[..., 2 * hs :])
+
+
 def run(step, params, xs, carry, lengths=None, reverse=False):
     """Run ``step`` over ``xs (b, t, d)`` one sequence at a time, truncating each to its length.
 
@@ -50,7 +69,7 @@ def run(step, params, xs, carry, lengths=None, reverse=False):
     finals, outputs = [], []
     for n in range(batch):
         state = carry(n)
-        ys = np.zeros((steps, _hidden(params)))
+        ys = np.zeros((steps, np.shape(state[0] if isinstance(state, tuple) else state)[-1]))
         order = range(lengths[n])
         for t in reversed(order) if reverse else order:
             state = step(params, state, np.asarray(xs[n, t], np.float64))
@@ -58,7 +77,3 @@ def run(step, params, xs, carry, lengths=None, reverse=False):
         finals.append(state)
         outputs.append(ys)
     return finals, np.stack(outputs)
-
-
-def _hidden(params):
-    return params["w_hh"].shape[0]

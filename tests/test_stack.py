@@ -48,10 +48,10 @@ def test_dropout_applies_only_between_layers_and_only_with_a_key():
 
 
 def test_dropout_keeps_expected_scale_on_the_second_layer_input():
-    from rnnx.stack import _dropout
+    from rnnx.stack import dropout
 
     x = jnp.ones((200, 100))
-    y = _dropout(jax.random.key(0), x, 0.3)
+    y = dropout(jax.random.key(0), x, 0.3)
     kept = float((y > 0).mean())
     assert abs(kept - 0.7) < 0.01 and float(y.max()) == np.float32(1 / 0.7)
 

