@@ -23,7 +23,7 @@ from pathlib import Path
 import jax
 
 import rnnx
-from benchmarks.peers import PEERS, Config, Unavailable
+from benchmarks.peers import PEERS, RNNX_CELLS, Config, Unavailable
 from benchmarks.timing import time_interleaved
 
 MODES = ("forward", "train")
@@ -167,7 +167,7 @@ def plot(rows: list[dict], path: Path) -> bool:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cells", default="rnn,lstm,gru")
+    parser.add_argument("--cells", default="rnn,lstm,gru,min_gru", help=f"comma-separated subset of {list(RNNX_CELLS)}")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--input", type=int, default=300)
@@ -188,8 +188,8 @@ def main(argv=None):
     if unknown:
         parser.error(f"--peers: unknown {unknown}; expected a subset of {list(PEERS)}")
     cells = args.cells.split(",")
-    if not set(cells) <= {"rnn", "lstm", "gru"}:
-        parser.error(f"--cells: expected a subset of rnn,lstm,gru, received {args.cells}")
+    if not set(cells) <= set(RNNX_CELLS):
+        parser.error(f"--cells: expected a subset of {','.join(RNNX_CELLS)}, received {args.cells}")
     modes = args.modes.split(",")
     if not set(modes) <= set(MODES):
         parser.error(f"--modes: expected a subset of {','.join(MODES)}, received {args.modes}")

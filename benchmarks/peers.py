@@ -24,7 +24,7 @@ class Unavailable(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    cell: str  # "rnn", "lstm" or "gru"
+    cell: str  # "rnn", "lstm", "gru", or rnnx's parallel-scan "min_gru" / "min_lstm"
     batch: int = 64
     steps: int = 100
     input: int = 300
@@ -36,14 +36,15 @@ class Config:
 
     @property
     def gates(self) -> int:
-        return {"rnn": 1, "lstm": 4, "gru": 3}[self.cell]
+        return {"rnn": 1, "lstm": 4, "gru": 3, "min_gru": 2, "min_lstm": 3}[self.cell]
 
     def flops(self, mode: str) -> float:
         """Matmul FLOPs of one forward pass (input and recurrent products); a training step counts 3x."""
         dirs = 2 if self.bidirectional else 1
+        recurrent = 0 if self.cell.startswith("min_") else self.hidden  # the min cells have no recurrent matrix
         total, width = 0.0, self.input
         for _ in range(self.layers):
-            total += dirs * 2.0 * self.batch * self.steps * (width + self.hidden) * self.gates * self.hidden
+            total += dirs * 2.0 * self.batch * self.steps * (width + recurrent) * self.gates * self.hidden
             width = dirs * self.hidden
         return total * (3.0 if mode == "train" else 1.0)
 
@@ -99,14 +100,25 @@ def _inputs(cfg: Config):
     return jax.random.normal(jax.random.key(0), (cfg.batch, cfg.steps, cfg.input)).astype(cfg.dtype)
 
 
+RNNX_CELLS = {
+    "rnn": rnnx.simple_rnn,
+    "lstm": rnnx.lstm,
+    "gru": rnnx.gru,
+    "min_gru": rnnx.min_gru,
+    "min_lstm": rnnx.min_lstm,
+}
+
+
 def build_rnnx(cfg: Config, **unroll_kwargs) -> Contender:
-    cell = {"rnn": rnnx.simple_rnn, "lstm": rnnx.lstm, "gru": rnnx.gru}[cfg.cell](cfg.hidden, dtype=cfg.dtype)
+    cell = RNNX_CELLS[cfg.cell](cfg.hidden, dtype=cfg.dtype)
     net = rnnx.stacked(cell, cfg.layers, bidirectional=cfg.bidirectional)
     params = net.init(jax.random.key(1), cfg.input)
     return jax_contender(params, lambda p, x: net.apply(p, x, remat=cfg.remat, **unroll_kwargs)[1], _inputs(cfg))
 
 
 def _single_layer_only(cfg: Config, library: str):
+    if cfg.cell.startswith("min_"):
+        raise Unavailable(f"{library} has no {cfg.cell} cell")
     if cfg.layers != 1 or cfg.bidirectional:
         raise Unavailable(f"{library}: this suite builds single-layer, unidirectional peers only")
 
@@ -165,6 +177,8 @@ def build_torch(cfg: Config) -> Contender:
         raise Unavailable("torch is not installed (pip install torch==2.13.0)")
     import torch
 
+    if cfg.cell.startswith("min_"):
+        raise Unavailable(f"torch has no {cfg.cell} cell")
     torch.manual_seed(0)
     kind = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[cfg.cell]
     dtype = getattr(torch, cfg.dtype)

@@ -68,16 +68,13 @@ def hidden_size_for(make, budget):
     return best
 
 
-def train(name, hidden_size, args):
-    init, predict = model(CELLS[name](hidden_size))
-    params = init(jax.random.key(args.seed))
-    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(args.lr))
-    state = opt.init(params)
-    eval_xs, eval_ys = adding_batch(jax.random.key(10_000), 2000, args.steps)
+def adding_trainer(predict, opt, batch, steps, eval_xs, eval_ys):
+    """Jitted ``step(params, state, key) -> (params, state, loss)`` on fresh adding-problem batches, and
+    ``evaluate(params) -> (mse, accuracy)`` on a fixed set, accuracy meaning ``|error| < 0.04``."""
 
     @jax.jit
     def step(params, state, key):
-        xs, ys = adding_batch(key, args.batch, args.steps)
+        xs, ys = adding_batch(key, batch, steps)
         loss, grads = jax.value_and_grad(lambda p: jnp.mean((predict(p, xs) - ys) ** 2))(params)
         updates, state = opt.update(grads, state, params)
         return optax.apply_updates(params, updates), state, loss
@@ -86,6 +83,17 @@ def train(name, hidden_size, args):
     def evaluate(params):
         err = predict(params, eval_xs) - eval_ys
         return jnp.mean(err**2), jnp.mean(jnp.abs(err) < 0.04)
+
+    return step, evaluate
+
+
+def train(name, hidden_size, args):
+    init, predict = model(CELLS[name](hidden_size))
+    params = init(jax.random.key(args.seed))
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(args.lr))
+    state = opt.init(params)
+    eval_xs, eval_ys = adding_batch(jax.random.key(10_000), 2000, args.steps)
+    step, evaluate = adding_trainer(predict, opt, args.batch, args.steps, eval_xs, eval_ys)
 
     data_key = jax.random.key(args.seed + 1)
     start = time.perf_counter()

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import optax
 
 import rnnx
-from examples.long_range import adding_batch
+from examples.long_range import adding_batch, adding_trainer
 
 CELLS = {"rnn": rnnx.simple_rnn, "lstm": rnnx.lstm, "gru": rnnx.gru}
 BASELINE_MSE = 1 / 6
@@ -61,18 +61,7 @@ def train(name, hidden, steps, args):
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(args.lr))
     state = opt.init(params)
     eval_xs, eval_ys = adding_batch(jax.random.key(10_000 + steps), args.eval_size, steps)
-
-    @jax.jit
-    def step(params, state, key):
-        xs, ys = adding_batch(key, args.batch, steps)
-        loss, grads = jax.value_and_grad(lambda p: jnp.mean((predict(p, xs) - ys) ** 2))(params)
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
-
-    @jax.jit
-    def evaluate(params):
-        err = predict(params, eval_xs) - eval_ys
-        return jnp.mean(err**2), jnp.mean(jnp.abs(err) < 0.04)
+    step, evaluate = adding_trainer(predict, opt, args.batch, steps, eval_xs, eval_ys)
 
     data_key = jax.random.key(args.seed + steps)  # the same batches for every cell at this length
     start = time.perf_counter()

@@ -33,3 +33,24 @@ def save(name: str, result: dict, *, metric: str, baselines: dict, ylabel: str) 
     fig.tight_layout()
     fig.savefig(RESULTS / f"{name}.png", dpi=110)
     return path
+
+
+def classifier_example(name: str, doc: str, defaults: dict, argv=None) -> dict:
+    """The whole of a classification example: flags over ``defaults``, train, save, print the table."""
+    import argparse
+
+    from rnnx.cli import add_config_flags, config_from_args
+    from rnnx.experiments import ClassifierConfig, train_classifier
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flags(parser, ClassifierConfig)
+    parser.add_argument("--results-name", default=name, help="examples/results/<name>.json and .png")
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args, ClassifierConfig, **defaults)
+    result = train_classifier(cfg)
+    baselines = {"majority": result["majority_accuracy"], "bag-of-words LR": result["bow_logreg_accuracy"]}
+    save(args.results_name, result, metric="accuracy", ylabel="accuracy", baselines=baselines)
+    print(f"| model | test accuracy |\n|---|---|\n| {cfg.cell} {cfg.hidden} | {result['test_accuracy']:.4f} |\n"
+          f"| majority class | {result['majority_accuracy']:.4f} |\n"
+          f"| bag-of-words logistic regression | {result['bow_logreg_accuracy']:.4f} |")  # fmt: skip
+    return result

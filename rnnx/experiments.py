@@ -146,7 +146,9 @@ def train_classifier(cfg: ClassifierConfig, *, progress: bool = True) -> dict:
     vocab = data.Vocab.build(ds.select(fit_rows)[cfg.text_column], min_freq=cfg.min_freq, max_size=cfg.max_vocab)
     vocab.save(run_dir / "vocab.json")
     ids = data.encode(ds, vocab, text_column=cfg.text_column, max_length=cfg.max_length)["ids"]
-    leaked = sorted(set(groups[train_rows]) & set(groups[test_rows])) if groups is not None else None
+    # Whether one movie (or other group) sits on both sides, also when the split ignores the groups.
+    known = groups if groups is not None else (np.array(ds["movie"]) if "movie" in ds.column_names else None)
+    leaked = None if known is None else len(set(known[train_rows]) & set(known[test_rows]))
     _say(f"{cfg.dataset}: {len(fit_rows)} train / {len(val_rows)} validation / {len(test_rows)} test rows, "
          f"{len(names)} classes, vocabulary {len(vocab)}")  # fmt: skip
 
@@ -204,7 +206,7 @@ def train_classifier(cfg: ClassifierConfig, *, progress: bool = True) -> dict:
             [ids[i] for i in train_rows], labels[train_rows], [ids[i] for i in test_rows], labels[test_rows],
             vocab_size=len(vocab), num_classes=len(names)),
         "split": "by group (no group in both train and test)" if groups is not None else "stratified by label",
-        "groups_in_both_train_and_test": None if leaked is None else len(leaked),
+        "groups_in_both_train_and_test": leaked,
         "steps": result.step, "stopped_early": result.stopped_early, "train_seconds": round(seconds, 1),
         "history": result.history,
     }  # fmt: skip
