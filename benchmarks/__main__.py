@@ -159,6 +159,9 @@ def plot(rows: list[dict], path: Path) -> bool:
                 if points:
                     ax.plot(*zip(*points), marker="o", label=peer)
             ax.set(xscale="log", yscale="log", xlabel=label, ylabel="train step ms", title=cell)
+            ticks = sorted({r[axis] for r in sweep if r["sweep"] == axis})
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.minorticks_off()
             ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
