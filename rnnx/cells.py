@@ -129,6 +129,31 @@ def _check_hidden_size(hidden_size) -> None:
         raise ValueError(f"hidden_size must be a positive integer, received {hidden_size!r}")
 
 
+def check_input_size(input_size) -> None:
+    if not isinstance(input_size, (int, np.integer)) or input_size <= 0:
+        raise ValueError(f"input_size must be a positive integer, received {input_size!r}")
+
+
+def draw(initializer, key, shape, param_dtype):
+    """One initialiser draw, made in float32 and then cast: LAPACK's QR (orthogonal) has no bfloat16 kernel."""
+    return initializer(key, shape, jnp.float32).astype(param_dtype)
+
+
+def gate_blocks(initializer, key, rows: int, hidden: int, gates: int, param_dtype):
+    """A ``(rows, gates * hidden)`` weight drawn one ``(rows, hidden)`` gate block at a time."""
+    keys = jax.random.split(key, gates)
+    return jnp.concatenate([draw(initializer, k, (rows, hidden), param_dtype) for k in keys], axis=-1)
+
+
+def input_projection(params, x, dtype, use_bias: bool = True):
+    """``x @ w_ih + b`` in the compute ``dtype`` (None: the params' dtype): every cell's ``project``."""
+    w = params["w_ih"] if dtype is None else params["w_ih"].astype(dtype)
+    xp = x.astype(w.dtype) @ w
+    if not use_bias:
+        return xp
+    return xp + (params["b"] if dtype is None else params["b"].astype(dtype))
+
+
 def _make_cell(
     name,
     hidden_size,
@@ -160,19 +185,17 @@ def _make_cell(
         return shapes
 
     def init(key, input_size):
-        if not isinstance(input_size, (int, np.integer)) or input_size <= 0:
-            raise ValueError(f"input_size must be a positive integer, received {input_size!r}")
+        check_input_size(input_size)
         k_ih, k_hh, k_b = jax.random.split(key, 3)
-        # Draw in float32 and then cast: LAPACK's QR (orthogonal) has no bfloat16 kernel.
-        draw = lambda fn, k, shape: fn(k, shape, jnp.float32).astype(param_dtype)  # noqa: E731
-        blocks = lambda fn, k, rows: jnp.concatenate(  # noqa: E731
-            [draw(fn, kk, (rows, h)) for kk in jax.random.split(k, gates)], axis=-1
-        )
-        params = {"w_ih": blocks(kernel_init, k_ih, input_size), "w_hh": blocks(recurrent_init, k_hh, h)}
+        params = {
+            "w_ih": gate_blocks(kernel_init, k_ih, input_size, h, gates, param_dtype),
+            "w_hh": gate_blocks(recurrent_init, k_hh, h, h, gates, param_dtype),
+        }
         if use_bias:
             kb = jax.random.split(k_b, 1 + len(extra_shapes))
-            params["b"] = (draw(bias_init, kb[0], (gh,)) + jnp.asarray(bias_fill(h), jnp.float32)).astype(param_dtype)
-            params |= {n: draw(bias_init, k, (h,)) for n, k in zip(extra_shapes, kb[1:])}
+            b = draw(bias_init, kb[0], (gh,), param_dtype) + jnp.asarray(bias_fill(h), jnp.float32)
+            params["b"] = b.astype(param_dtype)
+            params |= {n: draw(bias_init, k, (h,), param_dtype) for n, k in zip(extra_shapes, kb[1:])}
         if learn_initial_carry:
             params |= {f"{n}0": jnp.zeros((h,), param_dtype) for n in carry_names}
         return params
@@ -192,9 +215,7 @@ def _make_cell(
         return LSTMCarry(*states) if len(states) == 2 else states[0]
 
     def project(params, x):
-        p = compute(params)
-        xp = x.astype(p["w_ih"].dtype) @ p["w_ih"]
-        return xp + p["b"] if use_bias else xp
+        return input_projection(params, x, dtype, use_bias)
 
     return Cell(
         name=name,

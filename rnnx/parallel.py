@@ -30,9 +30,17 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from rnnx.cells import Cell, Initializer, Params, _check_hidden_size
+from rnnx.cells import (
+    Cell,
+    Initializer,
+    Params,
+    _check_hidden_size,
+    check_input_size,
+    draw,
+    gate_blocks,
+    input_projection,
+)
 
 
 def g(x):
@@ -237,21 +245,18 @@ def _make_min_cell(name, hidden_size, gates, coefficients, kernel_init, bias_ini
         return {"w_ih": (input_size, gh), "b": (gh,)}
 
     def init(key, input_size):
-        if not isinstance(input_size, (int, np.integer)) or input_size <= 0:
-            raise ValueError(f"input_size must be a positive integer, received {input_size!r}")
+        check_input_size(input_size)
         k_ih, k_b = jax.random.split(key)
-        blocks = [kernel_init(k, (input_size, h), jnp.float32) for k in jax.random.split(k_ih, gates)]
-        b = bias_init(k_b, (gh,), jnp.float32)
-        return {"w_ih": jnp.concatenate(blocks, axis=-1).astype(param_dtype), "b": b.astype(param_dtype)}
+        return {
+            "w_ih": gate_blocks(kernel_init, k_ih, input_size, h, gates, param_dtype),
+            "b": draw(bias_init, k_b, (gh,), param_dtype),
+        }
 
     def initial_carry(params, batch_shape=()):
         return jnp.zeros((*tuple(batch_shape), h), dtype or params["w_ih"].dtype)
 
     def project(params, x):
-        w, b = params["w_ih"], params["b"]
-        if dtype is not None:
-            w, b = w.astype(dtype), b.astype(dtype)
-        return x.astype(w.dtype) @ w + b
+        return input_projection(params, x, dtype)
 
     def step(params, carry, xp):
         a, b = coefficients(params, xp)
