@@ -1,7 +1,9 @@
 """Language modelling with a 2-layer GRU, like nn.GRU(300, 128, num_layers=2, batch_first=True): a
 character model of Shakespeare trained with truncated BPTT (the state carried across windows).
 
-    python -m examples.language_model [--steps 6000] [--hidden 128] [--temperature 0.8] [...]
+    python -m examples.language_model [--steps 3000] [--hidden 128] [--temperature 0.8] [...]
+    python -m examples.language_model --hidden 512 --embed 64 --batch-size 128 --steps 2400 --eval-every 200 \
+        --dropout 0.1 --run-dir runs/lm512 --results-name language_model_512     # wider: about an hour
 
 Held-out text is whole plays (every 7th text, from the 3rd). Reports bits per character and perplexity
 beside a Witten-Bell character n-gram, then samples text from the saved checkpoint. Writes
@@ -18,8 +20,8 @@ from rnnx.data import SPECIALS
 from rnnx.experiments import LanguageModelConfig, restore_language_model, train_language_model
 from rnnx.models import sample
 
-DEFAULTS = dict(cell="gru", embed=300, hidden=128, layers=2, steps=6000, learning_rate=2e-3, eval_every=500,
-                run_dir="runs/language_model")  # fmt: skip
+DEFAULTS = dict(cell="gru", embed=300, hidden=128, layers=2, steps=3000, learning_rate=2e-3, schedule="cosine",
+                eval_every=500, run_dir="runs/language_model")  # fmt: skip
 
 
 def main(argv=None):
@@ -27,6 +29,7 @@ def main(argv=None):
     add_config_flags(parser, LanguageModelConfig)
     parser.add_argument("--prompt", default="KING.\n")
     parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--results-name", default="language_model", help="examples/results/<name>.json and .png")
     args = parser.parse_args(argv)
     cfg = config_from_args(args, LanguageModelConfig, **DEFAULTS)
     result = train_language_model(cfg)
@@ -35,7 +38,7 @@ def main(argv=None):
                  temperature=args.temperature, exclude=range(len(SPECIALS)))  # fmt: skip
     result["sample"] = {"prompt": args.prompt, "temperature": args.temperature, "text": vocab.decode(ids)}
     save(
-        "language_model",
+        args.results_name,
         result,
         metric="bits_per_char",
         ylabel="bits per character (validation)",

@@ -33,6 +33,7 @@ class ClassifierConfig:
     cell: str = "rnn"
     hidden: int = 64
     embed: int = 128
+    pretrained: str = "none"  # or glove50: GloVe 6B 50-d vectors for the embedding (needs --embed 50)
     layers: int = 1
     bidirectional: bool = False
     dropout: float = 0.0  # on the embedded inputs, the final state, and between stacked layers
@@ -42,6 +43,7 @@ class ClassifierConfig:
     max_vocab: int = 20000
     steps: int = 3000
     learning_rate: float = 3e-4
+    schedule: str = "constant"  # or cosine: decay to 0 over the steps
     clip_norm: float = 1.0
     eval_every: int = 200
     patience: int | None = 5
@@ -61,6 +63,7 @@ class LanguageModelConfig:
     window: int = 100
     steps: int = 3000
     learning_rate: float = 2e-3
+    schedule: str = "constant"  # or cosine: decay to 0 over the steps
     clip_norm: float = 1.0
     eval_every: int = 500
     eval_chars: int = 100_000
@@ -80,10 +83,29 @@ def _cell(name: str, hidden: int):
     return CELLS[name](hidden)
 
 
+def _optimizer(cfg):
+    return train.default_optimizer(train.learning_rate_schedule(cfg.schedule, cfg.learning_rate, cfg.steps),
+                                   cfg.clip_norm)  # fmt: skip
+
+
 def _prepare(run_dir, config) -> Path:
+    """Make ``run_dir`` and save ``config`` there. A directory holding checkpoints resumes (train.fit does
+    that), so it must hold the same settings; only ``steps`` (with a constant learning rate) and
+    ``patience`` may change, to train on."""
     run_dir = Path(run_dir)
+    settings = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as lists, as saved
+    saved_path = run_dir / "config.json"
+    if saved_path.exists() and train.latest_checkpoint(run_dir / "checkpoints") is not None:
+        saved = json.loads(saved_path.read_text())
+        free = {"patience", "run_dir"} | ({"steps"} if config.schedule == "constant" else set())
+        changed = {k: (saved.get(k), v) for k, v in settings.items() if k not in free and saved.get(k) != v}
+        if changed:
+            raise ValueError(
+                f"{run_dir} holds checkpoints of a run with other settings, {changed} (saved, now); it would "
+                f"resume from them. Pass another --run-dir, or delete {run_dir}, to start afresh"
+            )
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
+    saved_path.write_text(json.dumps(settings, indent=1))
     return run_dir
 
 
@@ -133,6 +155,25 @@ def split(labels, groups, test_size: int, seed: int):
         test.extend(rows[: round(test_size * len(rows) / len(labels))])
     test = np.sort(np.array(test))
     return np.setdiff1d(np.arange(len(labels)), test), test
+
+
+PRETRAINED = ("none", "glove50")
+
+
+def _initial_classifier_params(model, vocab, cfg):
+    """Fresh parameters, with GloVe rows in the embedding for the words it knows when ``cfg.pretrained``
+    asks; returns ``(params, share of the vocabulary found)`` (the share is None without pretraining)."""
+    if cfg.pretrained not in PRETRAINED:
+        raise ValueError(f"pretrained must be one of {PRETRAINED}, received {cfg.pretrained!r}")
+    params = model.init(jax.random.key(cfg.seed))
+    if cfg.pretrained == "none":
+        return params, None
+    if cfg.embed != 50:
+        raise ValueError(f"pretrained glove50 has 50-dimensional vectors, so embed must be 50, received {cfg.embed}")
+    vectors, found = corpora.glove50(vocab.tokens)
+    _say(f"GloVe 6B 50d covers {found.mean():.1%} of the {len(vocab):,}-word vocabulary")
+    params["embed"] = jnp.where(found[:, None], vectors, params["embed"])
+    return params, float(found.mean())
 
 
 def train_classifier(cfg: ClassifierConfig, *, progress: bool = True) -> dict:
@@ -185,10 +226,11 @@ def train_classifier(cfg: ClassifierConfig, *, progress: bool = True) -> dict:
             totals += [float(loss) * n, float(aux["accuracy"]) * n, n]
         return {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2]}
 
+    params, coverage = _initial_classifier_params(model, vocab, cfg)
     started = time.perf_counter()
     result = train.fit(
-        loss_fn, model.init(jax.random.key(cfg.seed)), lambda epoch: batches_of(fit_rows, epoch), steps=cfg.steps,
-        optimizer=train.default_optimizer(cfg.learning_rate, cfg.clip_norm), seed=cfg.seed, evaluate=evaluate,
+        loss_fn, params, lambda epoch: batches_of(fit_rows, epoch), steps=cfg.steps,
+        optimizer=_optimizer(cfg), seed=cfg.seed, evaluate=evaluate,
         eval_every=cfg.eval_every, monitor="accuracy", mode="max", patience=cfg.patience,
         log_path=run_dir / "metrics.jsonl", checkpoint_dir=run_dir / "checkpoints", checkpoint_every=cfg.eval_every,
         net=model.net, progress=progress,
@@ -205,6 +247,7 @@ def train_classifier(cfg: ClassifierConfig, *, progress: bool = True) -> dict:
         "bow_logreg_accuracy": baselines.bow_logistic_regression(
             [ids[i] for i in train_rows], labels[train_rows], [ids[i] for i in test_rows], labels[test_rows],
             vocab_size=len(vocab), num_classes=len(names)),
+        "pretrained": cfg.pretrained, "pretrained_vocabulary_coverage": coverage,
         "split": "by group (no group in both train and test)" if groups is not None else "stratified by label",
         "groups_in_both_train_and_test": leaked,
         "steps": result.step, "stopped_early": result.stopped_early, "train_seconds": round(seconds, 1),
@@ -280,7 +323,7 @@ def train_language_model(cfg: LanguageModelConfig, *, progress: bool = True) -> 
     started = time.perf_counter()
     result = train.fit(
         loss_fn, params, lambda epoch: windows, steps=cfg.steps,
-        optimizer=train.default_optimizer(cfg.learning_rate, cfg.clip_norm), seed=cfg.seed, evaluate=evaluate,
+        optimizer=_optimizer(cfg), seed=cfg.seed, evaluate=evaluate,
         eval_every=cfg.eval_every, monitor="bits_per_char", mode="min", patience=cfg.patience,
         initial_carry=model.net.initial_carry(params["rnn"], (cfg.batch_size,)),
         log_path=run_dir / "metrics.jsonl", checkpoint_dir=run_dir / "checkpoints", checkpoint_every=cfg.eval_every,
@@ -320,6 +363,6 @@ def restore_language_model(run_dir):
     if latest is None:
         raise FileNotFoundError(f"no complete checkpoint under {run_dir / 'checkpoints'}")
     like = model.init(jax.random.key(0))
-    state = train.initial_state(like, train.default_optimizer(cfg.learning_rate, cfg.clip_norm),
+    state = train.initial_state(like, _optimizer(cfg),
                                 model.net.initial_carry(like["rnn"], (cfg.batch_size,)))  # fmt: skip
     return model, checkpoint.restore(latest, state, net=model.net)["best_params"], vocab

@@ -50,11 +50,25 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def default_optimizer(learning_rate: float = 3e-4, clip_norm: float | None = 1.0, optimizer=None):
+SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_schedule(name: str, learning_rate: float, steps: int):
+    """``learning_rate`` itself (``"constant"``) or an ``optax`` cosine decay from it to 0 over ``steps``."""
+    if name not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, received {name!r}")
+    if name == "constant":
+        return learning_rate
+    if steps < 1:
+        raise ValueError(f"a cosine schedule needs steps >= 1, received {steps!r}")
+    return optax.cosine_decay_schedule(learning_rate, steps)
+
+
+def default_optimizer(learning_rate: float | optax.Schedule = 3e-4, clip_norm: float | None = 1.0, optimizer=None):
     """``optax.chain(clip_by_global_norm(clip_norm), optax.adam(learning_rate))``, each part replaceable.
 
     Args:
-      learning_rate: Adam's step size (ignored when ``optimizer`` is given).
+      learning_rate: Adam's step size, a float or an optax schedule (ignored when ``optimizer`` is given).
       clip_norm: the global gradient-norm bound; None for no clipping.
       optimizer: any ``optax.GradientTransformation`` to use instead of Adam.
     """

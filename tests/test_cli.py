@@ -33,18 +33,23 @@ def test_bad_flags_and_missing_files_fail_clearly(tmp_path, capsys):
     assert "is not a language-model run" in capsys.readouterr().err
 
 
-def test_classifier_on_a_local_csv_in_the_hub_format(tmp_path):
+def test_classifier_on_a_local_csv_in_the_hub_format(tmp_path, capsys):
     rows = ["text,label"] + [f"{'great fine good' if i % 2 else 'awful bad poor'} film number {i},{i % 2}"
                              for i in range(80)]  # fmt: skip
     (tmp_path / "reviews.csv").write_text("\n".join(rows))
     run_dir = tmp_path / "run"
-    code = main(["train", "--task", "classify", "--dataset", str(tmp_path / "reviews.csv"), "--steps", "30",
-                 "--eval-every", "10", "--test-size", "16", "--batch-size", "8", "--hidden", "8", "--embed", "8",
-                 "--learning-rate", "0.01", "--run-dir", str(run_dir), "--no-progress"])  # fmt: skip
+    argv = ["train", "--task", "classify", "--dataset", str(tmp_path / "reviews.csv"), "--steps", "30",
+            "--eval-every", "10", "--test-size", "16", "--batch-size", "8", "--hidden", "8", "--embed", "8",
+            "--learning-rate", "0.01", "--run-dir", str(run_dir), "--no-progress"]  # fmt: skip
+    code = main(argv)
     result = json.loads((run_dir / "results.json").read_text())
     assert code == 0 and result["rows"]["test"] == 16 and result["classes"] == 2
     assert result["test_accuracy"] >= 0.9  # the words give the label away
     assert (run_dir / "vocab.json").exists() and (run_dir / "metrics.jsonl").read_text().count("\n") >= 3
+    # Its checkpoints would resume, so other settings in the same directory are refused, not mixed in.
+    capsys.readouterr()
+    assert main(argv + ["--learning-rate", "0.02"]) == 2
+    assert "other settings, {'learning_rate': (0.01, 0.02)}" in capsys.readouterr().err
 
 
 def test_language_model_trains_on_a_local_text_file_and_generates(tmp_path, capsys):

