@@ -92,6 +92,7 @@ def _prepare(run_dir, config) -> Path:
     """Make ``run_dir`` and save ``config`` there. A directory holding checkpoints resumes (train.fit does
     that), so it must hold the same settings; only ``steps`` (with a constant learning rate) and
     ``patience`` may change, to train on."""
+    _optimizer(config)  # a bad schedule fails here, before any data is read
     run_dir = Path(run_dir)
     settings = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as lists, as saved
     saved_path = run_dir / "config.json"

@@ -31,6 +31,9 @@ def test_bad_flags_and_missing_files_fail_clearly(tmp_path, capsys):
     assert "dataset file(s) not found" in capsys.readouterr().err
     assert main(["generate", "--run-dir", str(tmp_path)]) == 2
     assert "is not a language-model run" in capsys.readouterr().err
+    assert main(["train", "--schedule", "linear", "--run-dir", str(tmp_path / "run")]) == 2
+    assert "schedule must be one of ('constant', 'cosine'), received 'linear'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_classifier_on_a_local_csv_in_the_hub_format(tmp_path, capsys):
