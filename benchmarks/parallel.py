@@ -78,7 +78,7 @@ def scan_forms(batch, steps, hidden_size, repeats):
     h0 = jnp.full((batch, hidden_size), 0.5)  # positive: the log forms need log(h0)
 
     def linear(k, candidate):
-        return rnnx.linear_scan(jax.nn.sigmoid(-k), jax.nn.sigmoid(k) * rnnx.parallel.g(candidate), h0)
+        return rnnx.linear_scan(jax.nn.sigmoid(-k), jax.nn.sigmoid(k) * rnnx.core.parallel.g(candidate), h0)
 
     def log_g(x):
         return jnp.where(x >= 0, jnp.log(jax.nn.relu(x) + 0.5), -jax.nn.softplus(-x))

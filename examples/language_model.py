@@ -15,10 +15,10 @@ import argparse
 import jax
 
 from examples.reporting import save
-from rnnx.cli import add_config_flags, config_from_args
-from rnnx.data import SPECIALS
-from rnnx.experiments import LanguageModelConfig, restore_language_model, train_language_model
-from rnnx.models import sample
+from rnnx.apps.cli import add_config_flags, config_from_args
+from rnnx.apps.data import SPECIALS
+from rnnx.apps.experiments import LanguageModelConfig, restore_language_model, train_language_model
+from rnnx.apps.models import sample
 
 DEFAULTS = dict(cell="gru", embed=300, hidden=128, layers=2, steps=3000, learning_rate=2e-3, schedule="cosine",
                 eval_every=500, run_dir="runs/language_model")  # fmt: skip

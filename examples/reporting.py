@@ -39,8 +39,8 @@ def classifier_example(name: str, doc: str, defaults: dict, argv=None) -> dict:
     """The whole of a classification example: flags over ``defaults``, train, save, print the table."""
     import argparse
 
-    from rnnx.cli import add_config_flags, config_from_args
-    from rnnx.experiments import ClassifierConfig, train_classifier
+    from rnnx.apps.cli import add_config_flags, config_from_args
+    from rnnx.apps.experiments import ClassifierConfig, train_classifier
 
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser, ClassifierConfig)

@@ -8,70 +8,64 @@
 ((4, 10, 16), (4, 16))
 """
 
-from rnnx import baselines as baselines
-from rnnx import checkpoint as checkpoint
-from rnnx import corpora as corpora
-from rnnx import data as data
+
+from rnnx import core as core
 from rnnx import diagnostics as diagnostics
 from rnnx import interop as interop
-from rnnx import losses as losses
-from rnnx import metrics as metrics
-from rnnx import models as models
-from rnnx import tbptt as tbptt
-from rnnx import train as train
-from rnnx.cells import Cell as Cell
-from rnnx.cells import LSTMCarry as LSTMCarry
-from rnnx.cells import count_params as count_params
-from rnnx.cells import gru as gru
-from rnnx.cells import lstm as lstm
-from rnnx.cells import simple_rnn as simple_rnn
-from rnnx.cells import torch_init as torch_init
-from rnnx.parallel import linear_scan as linear_scan
-from rnnx.parallel import min_gru as min_gru
-from rnnx.parallel import min_lstm as min_lstm
-from rnnx.stack import Stack as Stack
-from rnnx.stack import stacked as stacked
-from rnnx.unroll import default_hoist as default_hoist
-from rnnx.unroll import unroll as unroll
+from rnnx import training as training
+from rnnx.core import CELLS as CELLS
+from rnnx.core import Cell as Cell
+from rnnx.core import LSTMCarry as LSTMCarry
+from rnnx.core import Stack as Stack
+from rnnx.core import count_params as count_params
+from rnnx.core import default_hoist as default_hoist
+from rnnx.core import gru as gru
+from rnnx.core import linear_scan as linear_scan
+from rnnx.core import lstm as lstm
+from rnnx.core import make_cell as make_cell
+from rnnx.core import min_gru as min_gru
+from rnnx.core import min_lstm as min_lstm
+from rnnx.core import simple_rnn as simple_rnn
+from rnnx.core import stacked as stacked
+from rnnx.core import tbptt as tbptt
+from rnnx.core import torch_init as torch_init
+from rnnx.core import unroll as unroll
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # rnnx.nn imports flax.nnx, which adds about 0.3-0.45 s to `import rnnx` (measured on this 2-core
-    # machine); load it on first use instead: `rnnx.nn.LSTM` and `import rnnx.nn` both work.
-    if name == "nn":
+    # rnnx.nn imports flax.nnx and rnnx.apps imports the data pipeline; neither is needed to use the
+    # functional core, so they load on first use: `rnnx.nn.LSTM` and `import rnnx.nn` both work.
+    if name in ("nn", "apps"):
         import importlib
 
-        return importlib.import_module("rnnx.nn")
+        return importlib.import_module(f"rnnx.{name}")
     raise AttributeError(f"module 'rnnx' has no attribute {name!r}")
 
 
 __all__ = [
+    "CELLS",
     "Cell",
     "LSTMCarry",
     "Stack",
-    "baselines",
-    "checkpoint",
-    "corpora",
-    "data",
-    "diagnostics",
+    "apps",
+    "core",
     "count_params",
     "default_hoist",
+    "diagnostics",
     "gru",
     "interop",
     "linear_scan",
-    "losses",
     "lstm",
-    "metrics",
+    "make_cell",
     "min_gru",
     "min_lstm",
-    "models",
     "nn",
     "simple_rnn",
     "stacked",
     "tbptt",
     "torch_init",
-    "train",
+    "training",
     "unroll",
 ]

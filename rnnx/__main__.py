@@ -2,6 +2,6 @@
 
 import sys
 
-from rnnx.cli import main
+from rnnx.apps.cli import main
 
 sys.exit(main())

@@ -1,6 +1,6 @@
 """Gradient-flow diagnostics: how much gradient reaches each time step of a recurrent cell.
 
-Axis letters as in :mod:`rnnx.cells`: ``b`` batch (any number of axes), ``t`` time, ``d`` input features,
+Axis letters as in :mod:`rnnx.core.cells`: ``b`` batch (any number of axes), ``t`` time, ``d`` input features,
 ``h`` hidden units. Two measurements, for any :class:`rnnx.Cell` whose output is its hidden state (every
 rnnx cell):
 
@@ -11,7 +11,7 @@ rnnx cell):
   exploding one. For the LSTM it reports the hidden path and the cell-state path separately.
 
 Both are pure functions of arrays (the cell is closed over, so wrap them as
-``jax.jit(lambda p, xs: jacobian_norms(cell, p, xs))``). The cell's equations stay in :mod:`rnnx.cells`;
+``jax.jit(lambda p, xs: jacobian_norms(cell, p, xs))``). The cell's equations stay in :mod:`rnnx.core.cells`;
 :func:`unroll_with_probes` runs ``cell.apply`` in a plain ``lax.scan`` (no masks, no reverse), so use
 :func:`rnnx.unroll` for everything else.
 """
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from rnnx.cells import Cell, LSTMCarry, check_params
+from rnnx.core.cells import Cell, LSTMCarry, check_params
 
 _NORMS = {"spectral": 2, "frobenius": "fro"}
 

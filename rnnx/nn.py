@@ -21,8 +21,8 @@ from typing import Any
 import jax
 from flax import nnx
 
-from rnnx.cells import Cell, gru, lstm, simple_rnn
-from rnnx.stack import Stack, stacked
+from rnnx.core.cells import Cell, gru, lstm, simple_rnn
+from rnnx.core.stack import Stack, stacked
 
 
 class _Static:

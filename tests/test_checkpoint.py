@@ -1,4 +1,4 @@
-"""rnnx.checkpoint: bit-exact round trips of params, optimizer state and NNX modules; interrupted saves
+"""rnnx.training.checkpoint: bit-exact round trips of params, optimizer state and NNX modules; interrupted saves
 and other architectures are refused with a clear error."""
 
 import jax
@@ -50,14 +50,14 @@ def trained():
 
 def test_functional_state_round_trips_bit_exactly(tmp_path, trained):
     net, state = trained
-    path = rnnx.checkpoint.save(tmp_path / "ckpt", state, net=net)
+    path = rnnx.training.checkpoint.save(tmp_path / "ckpt", state, net=net)
     assert path.is_dir() and not list(tmp_path.glob("*orbax-checkpoint-tmp*"))
     like = jax.tree.map(jnp.zeros_like, state)  # same structure, other values
-    restored = rnnx.checkpoint.restore(path, like, net=net)
+    restored = rnnx.training.checkpoint.restore(path, like, net=net)
     assert _bits(restored) == _bits(state)
     assert _types(restored) == _types(state)  # optax NamedTuples and dtypes (bfloat16 included) come back
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
-    assert _bits(rnnx.checkpoint.restore(path, abstract)) == _bits(state)
+    assert _bits(rnnx.training.checkpoint.restore(path, abstract)) == _bits(state)
 
 
 def test_nnx_module_and_optimizer_round_trip_bit_exactly(tmp_path):
@@ -72,19 +72,19 @@ def test_nnx_module_and_optimizer_round_trip_bit_exactly(tmp_path):
 
     for _ in range(2):
         step(model, optimizer)
-    path = rnnx.checkpoint.save(tmp_path / "nnx", {"model": model, "optimizer": optimizer})
+    path = rnnx.training.checkpoint.save(tmp_path / "nnx", {"model": model, "optimizer": optimizer})
 
     fresh = rnnx.nn.GRU(D, H, num_layers=2, dropout=0.2, rngs=nnx.Rngs(9))
     fresh_opt = nnx.Optimizer(fresh, optax.adam(1e-2), wrt=nnx.Param)
     assert _bits(nnx.state(fresh)) != _bits(nnx.state(model))
-    restored = rnnx.checkpoint.restore(path, {"model": fresh, "optimizer": fresh_opt})
+    restored = rnnx.training.checkpoint.restore(path, {"model": fresh, "optimizer": fresh_opt})
     assert restored["model"] is fresh
     assert _bits(nnx.state(fresh)) == _bits(nnx.state(model))  # params and the dropout stream
     assert _bits(nnx.state(fresh_opt)) == _bits(nnx.state(optimizer))
     # The NNX checkpoint's params are the functional pytree: the two APIs read each other's weights.
     net, params = model.functional()
-    path = rnnx.checkpoint.save(tmp_path / "functional", params, net=net)
-    assert _bits(rnnx.checkpoint.restore(path, fresh.functional()[1], net=fresh)) == _bits(params)
+    path = rnnx.training.checkpoint.save(tmp_path / "functional", params, net=net)
+    assert _bits(rnnx.training.checkpoint.restore(path, fresh.functional()[1], net=fresh)) == _bits(params)
 
 
 def test_an_interrupted_save_is_never_taken_for_a_checkpoint(tmp_path, trained, monkeypatch):
@@ -96,41 +96,41 @@ def test_an_interrupted_save_is_never_taken_for_a_checkpoint(tmp_path, trained, 
 
     monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", crash)
     with pytest.raises(KeyboardInterrupt):
-        rnnx.checkpoint.save(tmp_path / "ckpt", state, net=net)
+        rnnx.training.checkpoint.save(tmp_path / "ckpt", state, net=net)
     monkeypatch.undo()
     (partial,) = tmp_path.glob("ckpt.orbax-checkpoint-tmp*")  # every byte written, but never renamed
     assert not (tmp_path / "ckpt").exists()
     with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*ckpt; found \['ckpt.orbax-checkpoint-tmp"):
-        rnnx.checkpoint.restore(tmp_path / "ckpt", state)
+        rnnx.training.checkpoint.restore(tmp_path / "ckpt", state)
     with pytest.raises(FileNotFoundError, match="unfinished temporary directory left by an interrupted save"):
-        rnnx.checkpoint.restore(partial, state)
+        rnnx.training.checkpoint.restore(partial, state)
 
     # A directory under the final name that lacks the commit mark or an item (e.g. a truncated copy).
-    path = rnnx.checkpoint.save(tmp_path / "good", state, net=net)
+    path = rnnx.training.checkpoint.save(tmp_path / "good", state, net=net)
     (path / "commit_success.txt").unlink()
     with pytest.raises(FileNotFoundError, match=r"not a complete rnnx checkpoint: \['commit_success.txt'\] missing"):
-        rnnx.checkpoint.restore(path, state)
-    path = rnnx.checkpoint.save(tmp_path / "good2", state, net=net)
+        rnnx.training.checkpoint.restore(path, state)
+    path = rnnx.training.checkpoint.save(tmp_path / "good2", state, net=net)
     import shutil
 
     shutil.rmtree(path / "state")
     with pytest.raises(FileNotFoundError, match=r"\['state'\] missing"):
-        rnnx.checkpoint.restore(path, state)
+        rnnx.training.checkpoint.restore(path, state)
 
 
 def test_a_different_architecture_fails_with_a_clear_error(tmp_path, trained):
     net, state = trained
-    path = rnnx.checkpoint.save(tmp_path / "lstm", state, net=net)
+    path = rnnx.training.checkpoint.save(tmp_path / "lstm", state, net=net)
     gru_net = rnnx.stacked(rnnx.gru(H), num_layers=2)
     with pytest.raises(ValueError, match=r"holds a different architecture: .*'cell': \('lstm', 'gru'\)"):
-        rnnx.checkpoint.restore(path, state, net=gru_net)
+        rnnx.training.checkpoint.restore(path, state, net=gru_net)
     # Without net=, the recorded shapes catch it, naming the arrays.
     gru_params = gru_net.init(jax.random.key(0), D)
     with pytest.raises(ValueError, match=r"do not fit `like`.*\(saved, expected\) \[shape, dtype\]"):
-        rnnx.checkpoint.restore(path, {**state, "params": gru_params})
+        rnnx.training.checkpoint.restore(path, {**state, "params": gru_params})
     # NNX modules record their own architecture.
     model = rnnx.nn.LSTM(D, H, rngs=nnx.Rngs(0))
-    path = rnnx.checkpoint.save(tmp_path / "nnx", {"model": model})
+    path = rnnx.training.checkpoint.save(tmp_path / "nnx", {"model": model})
     wider = rnnx.nn.LSTM(D, H, bidirectional=True, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"different architecture at 'model'.*'bidirectional': \(False, True\)"):
-        rnnx.checkpoint.restore(path, {"model": wider})
+        rnnx.training.checkpoint.restore(path, {"model": wider})

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from rnnx.cli import main
+from rnnx.apps.cli import main
 
 
 def _run(*args, env=None):

@@ -48,7 +48,7 @@ def test_dropout_applies_only_between_layers_and_only_with_a_key():
 
 
 def test_dropout_keeps_expected_scale_on_the_second_layer_input():
-    from rnnx.stack import dropout
+    from rnnx.core.stack import dropout
 
     x = jnp.ones((200, 100))
     y = dropout(jax.random.key(0), x, 0.3)

@@ -31,14 +31,14 @@ def xs():
 def test_windowed_forward_equals_one_long_run(net, params, xs):
     long_carry, long_ys = jax.jit(net.apply)(params, xs)
     run = lambda c, x: net.apply(params, x, initial_carry=c)  # noqa: E731
-    carry, ys = jax.jit(lambda x: rnnx.tbptt.scan_windows(run, net.initial_carry(params, (B,)), x, K))(xs)
+    carry, ys = jax.jit(lambda x: rnnx.core.tbptt.scan_windows(run, net.initial_carry(params, (B,)), x, K))(xs)
     np.testing.assert_allclose(ys, long_ys, atol=1e-6)
     chex.assert_trees_all_close(carry, long_carry, atol=1e-6)
     # The Python-loop form, with a shorter last window (12 = 5 + 5 + 2).
     step = jax.jit(run)
     carry, outputs = net.initial_carry(params, (B,)), []
-    for (x,) in rnnx.tbptt.windows(xs, 5):
-        carry, y = step(rnnx.tbptt.detach(carry), x)
+    for (x,) in rnnx.core.tbptt.windows(xs, 5):
+        carry, y = step(rnnx.core.tbptt.detach(carry), x)
         outputs.append(y)
     assert [y.shape[1] for y in outputs] == [5, 5, 2]
     np.testing.assert_allclose(jnp.concatenate(outputs, axis=1), long_ys, atol=1e-6)
@@ -50,7 +50,7 @@ def test_gradients_stop_at_window_boundaries(net, params, xs):
     run = lambda p, c, x: net.apply(p, x, initial_carry=c)  # noqa: E731
 
     def windowed(p, x):
-        return rnnx.tbptt.scan_windows(lambda c, w: run(p, c, w), start, x, K)[1]
+        return rnnx.core.tbptt.scan_windows(lambda c, w: run(p, c, w), start, x, K)[1]
 
     def late_loss(f):  # a loss on the last window only
         return lambda p, x: jnp.sum(f(p, x)[:, -K:] ** 2)
@@ -70,7 +70,7 @@ def test_gradients_stop_at_window_boundaries(net, params, xs):
     grads = jax.jit(jax.grad(loss))(params, xs)
     expected, carry = jax.tree.map(jnp.zeros_like, params), start
     window_grad = jax.jit(jax.grad(lambda p, c, x: jnp.sum(run(p, c, x)[1] ** 2)))
-    for (x,) in rnnx.tbptt.windows(xs, K):
+    for (x,) in rnnx.core.tbptt.windows(xs, K):
         expected = jax.tree.map(jnp.add, expected, window_grad(params, carry, x))
         carry = run(params, carry, x)[0]
     chex.assert_trees_all_close(grads, expected, atol=1e-5)
@@ -82,7 +82,7 @@ def test_first_window_keeps_the_gradient_to_a_learned_initial_carry(xs):
 
     def loss(p):
         run = lambda c, x: net.apply(p, x, initial_carry=c)  # noqa: E731
-        return jnp.sum(rnnx.tbptt.scan_windows(run, net.initial_carry(p, (B,)), xs, K)[1] ** 2)
+        return jnp.sum(rnnx.core.tbptt.scan_windows(run, net.initial_carry(p, (B,)), xs, K)[1] ** 2)
 
     assert float(jnp.abs(jax.jit(jax.grad(loss))(params)[0][0]["h0"]).max()) > 0.0
 
@@ -90,11 +90,11 @@ def test_first_window_keeps_the_gradient_to_a_learned_initial_carry(xs):
 def test_window_errors_name_the_argument(xs):
     run = lambda c, x: (c, x)  # noqa: E731
     with pytest.raises(ValueError, match="xs has 12 time steps, which is not a multiple of window=5"):
-        rnnx.tbptt.scan_windows(run, None, xs, 5)
+        rnnx.core.tbptt.scan_windows(run, None, xs, 5)
     with pytest.raises(ValueError, match="window must be a positive integer number of steps, received 0"):
-        next(rnnx.tbptt.windows(xs, 0))
+        next(rnnx.core.tbptt.windows(xs, 0))
     with pytest.raises(ValueError, match=r"per-step array 0 must start with xs's batch and time axes \(2, 12\)"):
-        next(rnnx.tbptt.windows(xs, 4, jnp.zeros((B, T - 1))))
+        next(rnnx.core.tbptt.windows(xs, 4, jnp.zeros((B, T - 1))))
 
 
 # ------------------------------------------------------------------------------------ resets in the stack
@@ -129,5 +129,5 @@ def test_stateful_windows_with_resets_equal_one_long_run_with_resets(net, params
     reset = jnp.zeros((B, T), bool).at[0, 6].set(True).at[1, 9].set(True)
     _, long_ys = jax.jit(lambda x: net.apply(params, x, reset=reset))(xs)
     run = lambda c, x, r: net.apply(params, x, initial_carry=c, reset=r)  # noqa: E731
-    _, ys = jax.jit(lambda x: rnnx.tbptt.scan_windows(run, net.initial_carry(params, (B,)), x, K, reset))(xs)
+    _, ys = jax.jit(lambda x: rnnx.core.tbptt.scan_windows(run, net.initial_carry(params, (B,)), x, K, reset))(xs)
     np.testing.assert_allclose(ys, long_ys, atol=1e-6)

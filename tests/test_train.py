@@ -11,7 +11,9 @@ import optax
 import pytest
 
 import rnnx
-from rnnx import data, losses, metrics, models, train
+from rnnx import training as train
+from rnnx.apps import data, models
+from rnnx.training import losses, metrics
 
 
 def test_masked_cross_entropy_and_perplexity_equal_a_hand_computation():
@@ -154,7 +156,7 @@ def test_stream_windows_are_contiguous_per_lane():
 
 
 def test_character_language_model_learns_on_a_shakespeare_slice():
-    text = rnnx.corpora.shakespeare()["text"][6][:60_000]  # Hamlet
+    text = rnnx.apps.corpora.shakespeare()["text"][6][:60_000]  # Hamlet
     vocab = data.Vocab.build([text], level="char")
     ids = np.asarray(vocab.encode(text), np.int32)
     windows = data.stream_windows(ids[:50_000], batch_size=16, window=32)
@@ -185,7 +187,7 @@ def test_character_language_model_learns_on_a_shakespeare_slice():
 def test_simple_rnn_classifier_beats_the_majority_class_on_a_trec_slice():
     pytest.importorskip("datasets")
     try:
-        dataset = rnnx.corpora.trec()
+        dataset = rnnx.apps.corpora.trec()
     except data.DataUnavailable as why:
         pytest.skip(str(why))
     texts, names = dataset["text"][:1500], sorted(set(dataset["label"]))
@@ -204,13 +206,13 @@ def test_simple_rnn_classifier_beats_the_majority_class_on_a_trec_slice():
                        optimizer=train.default_optimizer(learning_rate=3e-3))  # fmt: skip
     test = data.padded_batches(ids[1200:], labels[1200:], batch_size=300, buckets=(32,))[0]
     accuracy = float(metrics.accuracy(model.apply(result.params, test["tokens"], test["lengths"]), test["labels"]))
-    majority = rnnx.baselines.majority_accuracy(labels[:1200], labels[1200:])
+    majority = rnnx.apps.baselines.majority_accuracy(labels[:1200], labels[1200:])
     assert accuracy > majority + 0.25, (accuracy, majority)
 
 
 def _glove_or_skip():
     try:
-        return rnnx.corpora.glove50(["the", ",", "qwxzvq"])
+        return rnnx.apps.corpora.glove50(["the", ",", "qwxzvq"])
     except data.DataUnavailable as why:
         pytest.skip(str(why))
 
@@ -224,14 +226,14 @@ def test_glove50_vectors_are_glove_6b_50d():
 
 
 def test_pretrained_embedding_fills_known_words_and_keeps_the_rest():
-    from rnnx.experiments import ClassifierConfig, _initial_classifier_params
+    from rnnx.apps.experiments import ClassifierConfig, _initial_classifier_params
 
     _glove_or_skip()
     vocab = data.Vocab.build(["the film is qwxzvq"])
     model = models.classifier(rnnx.stacked(rnnx.lstm(4)), len(vocab), 50, 1)
     params, coverage = _initial_classifier_params(model, vocab, ClassifierConfig(embed=50, pretrained="glove50"))
     fresh = model.init(jax.random.key(0))
-    vectors, found = rnnx.corpora.glove50(vocab.tokens)
+    vectors, found = rnnx.apps.corpora.glove50(vocab.tokens)
     np.testing.assert_array_equal(params["embed"][found], vectors[found])
     np.testing.assert_array_equal(params["embed"][~found], fresh["embed"][~found])  # specials, "qwxzvq"
     assert coverage == found.mean() and 0 < coverage < 1

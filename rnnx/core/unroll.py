@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnx.cells import Cell, check_params
-from rnnx.parallel import unroll_parallel
+from rnnx.core.cells import Cell, check_params
+from rnnx.core.parallel import unroll_parallel
 
 
 def default_hoist(cell: Cell) -> bool:

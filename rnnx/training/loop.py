@@ -6,8 +6,8 @@ a dict of scalars; a *stateful* one (a language model carrying its state across 
 the carry too: ``loss_fn(params, batch, key, carry) -> (loss, (metrics, carry))``. ``key`` is the step's
 PRNG key, for dropout.
 
-For truncated backpropagation through time outside :func:`fit`, :func:`rnnx.tbptt.windows` and
-:func:`rnnx.tbptt.scan_windows` are re-exported here (``rnnx.train.windows``, ``rnnx.train.scan_windows``).
+For truncated backpropagation through time outside :func:`fit`, :func:`rnnx.core.tbptt.windows` and
+:func:`rnnx.core.tbptt.scan_windows` are re-exported here (``rnnx.training.windows``, ``rnnx.training.scan_windows``).
 """
 
 import dataclasses
@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rnnx import checkpoint
-from rnnx.tbptt import detach, scan_windows, windows  # noqa: F401 (the truncated-BPTT helpers, re-exported)
+from rnnx.core.tbptt import detach, scan_windows, windows  # noqa: F401 (the truncated-BPTT helpers, re-exported)
+from rnnx.training import checkpoint
 
 
 class ClipState(NamedTuple):

@@ -16,8 +16,8 @@ nested in dicts, ``flax.nnx`` modules and optimizers, saved as ``nnx.state(obj)`
 >>> net = rnnx.stacked(rnnx.gru(4))
 >>> params = net.init(jax.random.key(0), 3)
 >>> state = {"params": params, "opt": optax.adam(1e-3).init(params)}
->>> path = rnnx.checkpoint.save(tempfile.mkdtemp() + "/step_1", state, net=net)
->>> restored = rnnx.checkpoint.restore(path, state, net=net)
+>>> path = rnnx.training.checkpoint.save(tempfile.mkdtemp() + "/step_1", state, net=net)
+>>> restored = rnnx.training.checkpoint.restore(path, state, net=net)
 >>> bool(jax.tree.all(jax.tree.map(lambda a, b: (a == b).all(), restored, state)))
 True
 """
@@ -38,10 +38,10 @@ def architecture(net) -> dict:
     """A JSON description of a :class:`rnnx.Stack` or an ``rnnx.nn`` module: what must match to restore.
 
     >>> import rnnx
-    >>> rnnx.checkpoint.architecture(rnnx.stacked(rnnx.lstm(8), 2))["cell"]
+    >>> rnnx.training.checkpoint.architecture(rnnx.stacked(rnnx.lstm(8), 2))["cell"]
     'lstm'
     """
-    from rnnx.stack import Stack
+    from rnnx.core.stack import Stack
 
     net = getattr(net, "net", net)
     if not isinstance(net, Stack):

@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 import sys
 
-from rnnx.data import DataUnavailable
+from rnnx.apps.data import DataUnavailable
 
 
 def add_config_flags(parser, config_class, skip=()):
@@ -33,7 +33,7 @@ def add_config_flags(parser, config_class, skip=()):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rnnx.experiments import CELLS, ClassifierConfig, LanguageModelConfig
+    from rnnx.apps.experiments import CELLS, ClassifierConfig, LanguageModelConfig
 
     parser = argparse.ArgumentParser(
         prog="rnnx", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -82,7 +82,7 @@ def config_from_args(args, config_class, **defaults):
 
 
 def train(args) -> dict:
-    from rnnx import experiments
+    from rnnx.apps import experiments
 
     if args.task == "lm":
         cfg = config_from_args(args, experiments.LanguageModelConfig, steps=300)
@@ -103,8 +103,8 @@ def train(args) -> dict:
 def generate(args) -> str:
     import jax
 
-    from rnnx import experiments, models
-    from rnnx.data import SPECIALS
+    from rnnx.apps import experiments, models
+    from rnnx.apps.data import SPECIALS
 
     model, params, vocab = experiments.restore_language_model(args.run_dir)
     prompt = vocab.encode(args.prompt)
@@ -122,7 +122,8 @@ def gradients(args) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from rnnx import diagnostics, experiments
+    from rnnx import diagnostics
+    from rnnx.apps import experiments
 
     cell = experiments.CELLS[args.cell](args.hidden)
     params = cell.init(jax.random.key(args.seed), 2)
@@ -151,7 +152,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "params":
-            from rnnx.params_demo import main as params
+            from benchmarks.params import main as params
 
             params()
         else:

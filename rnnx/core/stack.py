@@ -5,8 +5,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnx.cells import Cell
-from rnnx.unroll import unroll
+from rnnx.core.cells import Cell
+from rnnx.core.unroll import unroll
 
 
 class Stack(NamedTuple):

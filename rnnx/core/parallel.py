@@ -1,6 +1,6 @@
 """Parallel-scan recurrent cells: minGRU and minLSTM (Feng et al. 2024, arXiv 2410.01201).
 
-Axis letters as in :mod:`rnnx.cells`: ``b`` batch, ``t`` time, ``d`` input features, ``h`` hidden units.
+Axis letters as in :mod:`rnnx.core.cells`: ``b`` batch, ``t`` time, ``d`` input features, ``h`` hidden units.
 
 Neither cell has a recurrent matrix: every gate depends on ``x_t`` alone, so each step is an elementwise
 *linear* recurrence
@@ -31,7 +31,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rnnx.cells import (
+from rnnx.core.cells import (
     Cell,
     Initializer,
     Params,

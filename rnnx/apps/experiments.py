@@ -15,9 +15,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnx import baselines, checkpoint, corpora, data, losses, metrics, models, train
-from rnnx.cells import gru, lstm, simple_rnn
-from rnnx.stack import stacked
+from rnnx import training as train
+from rnnx.apps import baselines, corpora, data, models
+from rnnx.core.cells import gru, lstm, simple_rnn
+from rnnx.core.stack import stacked
+from rnnx.training import checkpoint, losses, metrics
 
 CELLS = {"rnn": simple_rnn, "lstm": lstm, "gru": gru}
 CLASSIFICATION_SETS = ("trec", "trec-fine", "rotten_tomatoes")

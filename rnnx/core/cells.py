@@ -59,7 +59,7 @@ class Cell(NamedTuple):
       config: the factory's keyword arguments, for interop and error messages.
       coefficients: ``(params, xp) -> (a, b)``, each ``(*b, h)``, for cells whose step is the elementwise
         linear recurrence ``h_t = a_t * h_{t-1} + b_t`` (no recurrent matrix); ``rnnx.unroll`` then runs all
-        steps at once with a parallel scan (:mod:`rnnx.parallel`). None for every other cell.
+        steps at once with a parallel scan (:mod:`rnnx.core.parallel`). None for every other cell.
     """
 
     name: str

@@ -56,7 +56,7 @@ def windows(xs, window: int, *per_step, time_major: bool = False) -> Iterator[tu
     A shorter last window has another shape, so a jitted step compiles once more for it.
 
     >>> import jax.numpy as jnp, rnnx
-    >>> [w[0].shape for w in rnnx.tbptt.windows(jnp.zeros((2, 10, 3)), 4)]
+    >>> [w[0].shape for w in rnnx.core.tbptt.windows(jnp.zeros((2, 10, 3)), 4)]
     [(2, 4, 3), (2, 4, 3), (2, 2, 3)]
     """
     axis = _time_axis(xs, time_major)
@@ -89,7 +89,7 @@ def scan_windows(fn: Callable, carry, xs, window: int, *per_step, time_major: bo
     >>> params = net.init(jax.random.key(0), 3)
     >>> xs = jax.random.normal(jax.random.key(1), (2, 12, 3))
     >>> run = lambda c, x: net.apply(params, x, initial_carry=c)
-    >>> carry, ys = rnnx.tbptt.scan_windows(run, net.initial_carry(params, (2,)), xs, 4)
+    >>> carry, ys = rnnx.core.tbptt.scan_windows(run, net.initial_carry(params, (2,)), xs, 4)
     >>> bool(jnp.allclose(ys, net.apply(params, xs)[1], atol=1e-6))
     True
     """
@@ -99,7 +99,7 @@ def scan_windows(fn: Callable, carry, xs, window: int, *per_step, time_major: bo
     if steps % window:
         raise ValueError(
             f"xs has {steps} time steps, which is not a multiple of window={window}; pad it and pass a mask, "
-            f"or use rnnx.tbptt.windows, whose last window may be shorter"
+            f"or use rnnx.core.tbptt.windows, whose last window may be shorter"
         )
     _check_aligned(xs, per_step, axis)
     n = steps // window

@@ -1,0 +1,49 @@
+"""The functional core: cells as parameter pytrees plus pure functions, and the loops that run them.
+
+Pure JAX; nothing here imports flax, optax, orbax or ``datasets``, and nothing prints.
+
+- :mod:`rnnx.core.cells`: ``Cell``, ``simple_rnn``, ``lstm``, ``gru`` (the classic equations);
+- :mod:`rnnx.core.parallel`: ``min_gru``, ``min_lstm`` and ``linear_scan`` (parallel-scan cells);
+- :mod:`rnnx.core.registry`: ``CELLS``, the one name -> factory mapping, and ``make_cell``;
+- :mod:`rnnx.core.unroll`: ``unroll``, one cell over a sequence (lengths, masks, resets, reverse);
+- :mod:`rnnx.core.stack`: ``stacked``, layers and directions with dropout between them;
+- :mod:`rnnx.core.tbptt`: windows of a long sequence, for truncated backpropagation through time.
+"""
+
+from rnnx.core import tbptt as tbptt
+from rnnx.core.cells import Cell as Cell
+from rnnx.core.cells import LSTMCarry as LSTMCarry
+from rnnx.core.cells import count_params as count_params
+from rnnx.core.cells import gru as gru
+from rnnx.core.cells import lstm as lstm
+from rnnx.core.cells import simple_rnn as simple_rnn
+from rnnx.core.cells import torch_init as torch_init
+from rnnx.core.parallel import linear_scan as linear_scan
+from rnnx.core.parallel import min_gru as min_gru
+from rnnx.core.parallel import min_lstm as min_lstm
+from rnnx.core.registry import CELLS as CELLS
+from rnnx.core.registry import make_cell as make_cell
+from rnnx.core.stack import Stack as Stack
+from rnnx.core.stack import stacked as stacked
+from rnnx.core.unroll import default_hoist as default_hoist
+from rnnx.core.unroll import unroll as unroll
+
+__all__ = [
+    "CELLS",
+    "Cell",
+    "LSTMCarry",
+    "Stack",
+    "count_params",
+    "default_hoist",
+    "gru",
+    "linear_scan",
+    "lstm",
+    "make_cell",
+    "min_gru",
+    "min_lstm",
+    "simple_rnn",
+    "stacked",
+    "tbptt",
+    "torch_init",
+    "unroll",
+]
