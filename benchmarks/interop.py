@@ -63,15 +63,26 @@ def keras_rows(xs, hidden):
     import keras
 
     rows = []
-    cases = [("SimpleRNN", rnnx.simple_rnn(hidden), {}), ("LSTM", rnnx.lstm(hidden), {}),
-             ("GRU", rnnx.gru(hidden), {}), ("GRU", rnnx.gru(hidden, reset_after=False), {"reset_after": False})]  # fmt: skip
+    cases = [
+        ("SimpleRNN", rnnx.simple_rnn(hidden), {}),
+        ("LSTM", rnnx.lstm(hidden), {}),
+        ("GRU", rnnx.gru(hidden), {}),
+        ("GRU", rnnx.gru(hidden, reset_after=False), {"reset_after": False}),
+    ]
     for kind, cell, config in cases:
         label = f"GRU reset_after={config.get('reset_after', True)}" if kind == "GRU" else kind
         params = _randomise(cell.init(jax.random.key(0), xs.shape[-1]), 2, hidden)
         layer = rnnx.interop.to_keras(cell, params, return_sequences=True)
         ys = jax.jit(lambda p, x: rnnx.unroll(cell, p, x)[1])(params, xs)
-        rows.append(("Keras 3", label, "rnnx -> Keras", _error(ys, layer(xs)),
-                     _bit_equal(rnnx.interop.from_keras(layer)[1], params)))  # fmt: skip
+        rows.append(
+            (
+                "Keras 3",
+                label,
+                "rnnx -> Keras",
+                _error(ys, layer(xs)),
+                _bit_equal(rnnx.interop.from_keras(layer)[1], params),
+            )
+        )
         source = getattr(keras.layers, kind)(hidden, return_sequences=True, **config)
         source.build((None, None, xs.shape[-1]))
         source.set_weights([np.asarray(w) for w in _randomise(source.get_weights(), 3, hidden)])
@@ -90,16 +101,25 @@ def linen_rows(xs, hidden):
         return jnp.swapaxes(jax.lax.scan(step, carry, jnp.swapaxes(xs, 0, 1))[1], 0, 1)
 
     rows = []
-    cases = [("SimpleCell", nn.SimpleCell(hidden), rnnx.simple_rnn(hidden)),
-             ("LSTMCell", nn.LSTMCell(hidden), rnnx.lstm(hidden)),
-             ("OptimizedLSTMCell", nn.OptimizedLSTMCell(hidden), rnnx.lstm(hidden)),
-             ("GRUCell", nn.GRUCell(hidden), rnnx.gru(hidden))]  # fmt: skip
+    cases = [
+        ("SimpleCell", nn.SimpleCell(hidden), rnnx.simple_rnn(hidden)),
+        ("LSTMCell", nn.LSTMCell(hidden), rnnx.lstm(hidden)),
+        ("OptimizedLSTMCell", nn.OptimizedLSTMCell(hidden), rnnx.lstm(hidden)),
+        ("GRUCell", nn.GRUCell(hidden), rnnx.gru(hidden)),
+    ]
     for name, linen_cell, cell in cases:
         params = _randomise(cell.init(jax.random.key(0), xs.shape[-1]), 4, hidden)
         target, variables = rnnx.interop.to_linen(cell, params, optimized=name == "OptimizedLSTMCell")
         ys = jax.jit(lambda p, x: rnnx.unroll(cell, p, x)[1])(params, xs)
-        rows.append(("Flax linen", name, "rnnx -> linen", _error(ys, jax.jit(run_linen, static_argnums=0)(target, variables)),
-                     _bit_equal(rnnx.interop.from_linen(target, variables)[1], params)))  # fmt: skip
+        rows.append(
+            (
+                "Flax linen",
+                name,
+                "rnnx -> linen",
+                _error(ys, jax.jit(run_linen, static_argnums=0)(target, variables)),
+                _bit_equal(rnnx.interop.from_linen(target, variables)[1], params),
+            )
+        )
         carry = linen_cell.initialize_carry(jax.random.key(0), xs[:, 0].shape)
         source = _randomise(linen_cell.init(jax.random.key(5), carry, xs[:, 0]), 6, hidden)
         cell2, params2 = rnnx.interop.from_linen(linen_cell, source)

@@ -78,7 +78,7 @@ def scan_forms(batch, steps, hidden_size, repeats):
     h0 = jnp.full((batch, hidden_size), 0.5)  # positive: the log forms need log(h0)
 
     def linear(k, candidate):
-        return rnnx.linear_scan(jax.nn.sigmoid(-k), jax.nn.sigmoid(k) * rnnx.core.parallel.g(candidate), h0)
+        return rnnx.linear_scan(jax.nn.sigmoid(-k), jax.nn.sigmoid(k) * rnnx.core.parallel._g(candidate), h0)
 
     def log_g(x):
         return jnp.where(x >= 0, jnp.log(jax.nn.relu(x) + 0.5), -jax.nn.softplus(-x))
@@ -106,8 +106,11 @@ def scan_forms(batch, steps, hidden_size, repeats):
         h = (1.0 - z[t]) * h + b64[t]
         expected[t] = h
 
-    forms = {"linear associative (rnnx)": linear, "log-space associative": log_associative,
-             "log-space cumsum (paper)": log_cumsum}  # fmt: skip
+    forms = {
+        "linear associative (rnnx)": linear,
+        "log-space associative": log_associative,
+        "log-space cumsum (paper)": log_cumsum,
+    }
     calls, errors = {}, {}
     for name, fn in forms.items():
         got = np.asarray(jax.jit(fn)(k, candidate), np.float64)
@@ -126,15 +129,19 @@ def main(argv=None):
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 1000, 10000])
     parser.add_argument("--repeats", type=int, default=10, help="interleaved rounds (half that at T >= 5000)")
-    # One torch thread: interleaved with XLA's thread pool, torch's two OpenMP threads kept waiting at barriers
-    # for a descheduled thread and each step ran about 5x slower than alone; alone, 1 and 2 threads took
-    # the same time within 10% at these shapes.
+    # One torch thread: interleaved with XLA's thread pool, torch's OpenMP threads wait at barriers for a
+    # descheduled thread, which slowed torch far more than its own parallelism gains on a small CPU.
     parser.add_argument("--torch-threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "parallel_cpu.json"))
     args = parser.parse_args(argv)
     b, d, h = args.batch, args.input, args.hidden
-    env = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
-           "platform": platform.platform(), "jax": jax.__version__}  # fmt: skip
+    env = {
+        "backend": jax.default_backend(),
+        "device": jax.devices()[0].device_kind,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "jax": jax.__version__,
+    }
     try:
         import torch
 
@@ -144,8 +151,10 @@ def main(argv=None):
         pass
     results = {"shapes": dict(batch=b, input=d, hidden=h), "env": env, "train_step": {}}
     print(f"{env}; B={b} I={d} H={h}; float32; medians of interleaved rounds\n")
-    print("| T | min_gru parallel ms | min_gru sequential ms | rnnx gru ms | torch gru ms | "
-          "parallel vs rnnx gru | parallel vs torch gru | temp MiB: parallel / sequential / gru |")  # fmt: skip
+    print(
+        "| T | min_gru parallel ms | min_gru sequential ms | rnnx gru ms | torch gru ms | "
+        "parallel vs rnnx gru | parallel vs torch gru | temp MiB: parallel / sequential / gru |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for steps in args.steps:
         xs = jax.random.normal(jax.random.key(0), (b, steps, d))
@@ -165,8 +174,11 @@ def main(argv=None):
         mib = " / ".join(f"{temp[n] / 2**20:.1f}" for n in ("min_gru parallel", "min_gru sequential", "rnnx gru"))
         torch_ms = f"{ms['torch gru']:.1f}" if "torch gru" in ms else "n/a"
         vs_torch = f"{ms['torch gru'] / ms['min_gru parallel']:.1f}x" if "torch gru" in ms else "n/a"
-        print(f"| {steps} | {ms['min_gru parallel']:.1f} | {ms['min_gru sequential']:.1f} | {ms['rnnx gru']:.1f} | "
-              f"{torch_ms} | {ms['rnnx gru'] / ms['min_gru parallel']:.1f}x | {vs_torch} | {mib} |", flush=True)  # fmt: skip
+        print(
+            f"| {steps} | {ms['min_gru parallel']:.1f} | {ms['min_gru sequential']:.1f} | {ms['rnnx gru']:.1f} | "
+            f"{torch_ms} | {ms['rnnx gru'] / ms['min_gru parallel']:.1f}x | {vs_torch} | {mib} |",
+            flush=True,
+        )
 
     longest = max(args.steps)
     forms = scan_forms(b, longest, h, repeats=max(3, args.repeats // 2))

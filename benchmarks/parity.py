@@ -29,8 +29,9 @@ def max_error(module, xs, lengths):
     carry, ys = net.apply(params, xs, lengths=None if lengths is None else jnp.array(lengths))
     states = state if isinstance(state, tuple) else (state,)
     ours = [[c.h, c.c] if isinstance(c, rnnx.LSTMCarry) else [c] for c in carry]
-    state_error = max(float(np.abs(np.asarray(o[k]) - s[i].numpy()).max()) for i, o in enumerate(ours)
-                      for k, s in enumerate(states))  # fmt: skip
+    state_error = max(
+        float(np.abs(np.asarray(o[k]) - s[i].numpy()).max()) for i, o in enumerate(ours) for k, s in enumerate(states)
+    )
     return float(np.abs(np.asarray(ys) - out.numpy()).max()), state_error
 
 

@@ -1,12 +1,20 @@
 """The contenders: rnnx and the libraries people would otherwise use, built for one configuration.
 
-Each builder returns a :class:`Contender` with zero-argument ``forward`` and ``train`` callables (a
-training step is forward, mean-square loss, gradient, global-norm clipping at 1.0 and Adam at 3e-4, as in
-rnnx's default optimiser), or raises :class:`Unavailable` with the reason.
+Cells are named as in :data:`rnnx.CELLS`. Each builder ``build(cfg, modes)`` returns a :class:`Contender`
+with a zero-argument callable per mode (``forward``; ``train``: forward, mean-square loss, gradient,
+global-norm clipping at 1.0 and Adam at 3e-4, as in rnnx's default optimiser), already called once so
+that its first-call time, memory and (for JAX) compiled HLO are known; or it raises :class:`Unavailable`
+(:class:`Unsupported` for a dtype the library cannot run) with the reason.
+
+In ``bfloat16`` every library holds its parameters and inputs in bfloat16 and computes in it (rnnx:
+``dtype`` and ``param_dtype``; flax: ``dtype``, with the params drawn in float32 and cast, because the
+orthogonal initialiser's QR has no bfloat16 kernel; Equinox: the model cast with ``jax.tree.map``; torch:
+``module.to(torch.bfloat16)``); the loss is taken in float32.
 """
 
 import dataclasses
 import importlib.util
+import inspect
 import time
 from collections.abc import Callable
 
@@ -16,15 +24,24 @@ import numpy as np
 import optax
 
 import rnnx
+from benchmarks.hlo import count_kernels
+
+__all__ = ["MODES", "PEERS", "Config", "Contender", "Unavailable", "Unsupported", "jax_contender"]
+
+MODES = ("forward", "train")
 
 
 class Unavailable(Exception):
-    """This peer cannot run this configuration (not installed, or no such cell/option)."""
+    """This peer cannot run this configuration (not installed, not on this device, or no such cell/option)."""
+
+
+class Unsupported(Unavailable):
+    """This peer does not support the configuration's dtype."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    cell: str  # "rnn", "lstm", "gru", or rnnx's parallel-scan "min_gru" / "min_lstm"
+    cell: str  # a name in rnnx.CELLS
     batch: int = 64
     steps: int = 100
     input: int = 300
@@ -34,38 +51,54 @@ class Config:
     dtype: str = "float32"
     remat: bool = False
 
+    def __post_init__(self):
+        if self.cell not in rnnx.CELLS:
+            raise ValueError(f"cell must be one of {sorted(rnnx.CELLS)}, received {self.cell!r}")
+
     @property
-    def gates(self) -> int:
-        return {"rnn": 1, "lstm": 4, "gru": 3, "min_gru": 2, "min_lstm": 3}[self.cell]
+    def tokens(self) -> int:
+        return self.batch * self.steps
 
     def flops(self, mode: str) -> float:
         """Matmul FLOPs of one forward pass (input and recurrent products); a training step counts 3x."""
+        cell = rnnx.make_cell(self.cell, self.hidden)
         dirs = 2 if self.bidirectional else 1
-        recurrent = 0 if self.cell.startswith("min_") else self.hidden  # the min cells have no recurrent matrix
+        recurrent = 0 if cell.coefficients is not None else self.hidden  # parallel-scan cells: no w_hh
         total, width = 0.0, self.input
         for _ in range(self.layers):
-            total += dirs * 2.0 * self.batch * self.steps * (width + recurrent) * self.gates * self.hidden
+            total += dirs * 2.0 * self.batch * self.steps * (width + recurrent) * cell.gates * self.hidden
             width = dirs * self.hidden
         return total * (3.0 if mode == "train" else 1.0)
 
 
 @dataclasses.dataclass
 class Contender:
-    forward: Callable
-    train: Callable
-    compile_s: dict  # {"forward": seconds, "train": seconds}; None where the library does not compile
-    temp_bytes: int | None  # XLA temp memory of the compiled training step
+    calls: dict  # {mode: zero-argument callable}
     params: int
+    first_call_s: dict  # {mode: seconds of the first call: trace + compile + run for JAX, lazy set-up for torch}
+    memory_bytes: dict  # {mode: bytes or None}: JAX: compiled argument + output + temp; torch: CUDA peak
+    hlo: dict = dataclasses.field(default_factory=dict)  # {mode: benchmarks.hlo.count_kernels(...)}, JAX only
 
 
 def _optimizer():
     return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(3e-4))
 
 
-def jax_contender(params, apply: Callable, xs) -> Contender:
-    """Jit a forward pass and an optax training step for ``apply(params, xs) -> ys``."""
+def _compiled_bytes(compiled) -> int | None:
+    memory = compiled.memory_analysis()
+    if memory is None:
+        return None
+    return (
+        memory.argument_size_in_bytes
+        + memory.output_size_in_bytes
+        + memory.temp_size_in_bytes
+        - getattr(memory, "alias_size_in_bytes", 0)
+    )
+
+
+def jax_contender(params, apply: Callable, xs, modes=MODES) -> Contender:
+    """Compile and call once a forward pass and/or an optax training step for ``apply(params, xs) -> ys``."""
     optimizer = _optimizer()
-    opt_state = optimizer.init(params)
 
     def loss(p, x):
         return jnp.mean(jnp.square(apply(p, x).astype(jnp.float32)))
@@ -75,88 +108,119 @@ def jax_contender(params, apply: Callable, xs) -> Contender:
         updates, s = optimizer.update(grads, s, p)
         return optax.apply_updates(p, updates), s, value
 
-    compile_s, compiled = {}, {}
-    for name, fn, args in (("forward", apply, (params, xs)), ("train", train_step, (params, opt_state, xs))):
-        start = time.perf_counter()
-        compiled[name] = jax.jit(fn).lower(*args).compile()
-        compile_s[name] = time.perf_counter() - start
-    memory = compiled["train"].memory_analysis()
-    state = {"params": params, "opt": opt_state}
+    state = {"params": params, "opt": optimizer.init(params) if "train" in modes else None}
 
-    def train():
-        state["params"], state["opt"], value = compiled["train"](state["params"], state["opt"], xs)
+    def train(compiled):
+        state["params"], state["opt"], value = compiled(state["params"], state["opt"], xs)
         return value
 
-    return Contender(
-        forward=lambda: compiled["forward"](params, xs),
-        train=train,
-        compile_s=compile_s,
-        temp_bytes=getattr(memory, "temp_size_in_bytes", None),
-        params=rnnx.count_params(params),
-    )
+    calls, first, memory, hlo = {}, {}, {}, {}
+    for mode in modes:
+        start = time.perf_counter()
+        if mode == "forward":
+            compiled = jax.jit(apply).lower(params, xs).compile()
+            calls[mode] = lambda compiled=compiled: compiled(params, xs)
+        else:
+            compiled = jax.jit(train_step).lower(state["params"], state["opt"], xs).compile()
+            calls[mode] = lambda compiled=compiled: train(compiled)
+        jax.block_until_ready(calls[mode]())
+        first[mode] = time.perf_counter() - start
+        memory[mode] = _compiled_bytes(compiled)
+        hlo[mode] = count_kernels(compiled.as_text())
+    return Contender(calls, rnnx.count_params(params), first, memory, hlo)
 
 
 def _inputs(cfg: Config):
     return jax.random.normal(jax.random.key(0), (cfg.batch, cfg.steps, cfg.input)).astype(cfg.dtype)
 
 
-RNNX_CELLS = {
-    "rnn": rnnx.simple_rnn,
-    "lstm": rnnx.lstm,
-    "gru": rnnx.gru,
-    "min_gru": rnnx.min_gru,
-    "min_lstm": rnnx.min_lstm,
-}
+def _has_backend_argument() -> bool:
+    return "backend" in inspect.signature(rnnx.unroll).parameters
 
 
-def build_rnnx(cfg: Config, **unroll_kwargs) -> Contender:
-    cell = RNNX_CELLS[cfg.cell](cfg.hidden, dtype=cfg.dtype)
+def build_rnnx(cfg: Config, modes=MODES, backend: str | None = "scan") -> Contender:
+    """rnnx.stacked over the registry's cell; ``backend`` as in ``Stack.apply`` (None: omit the argument)."""
+    kwargs = {"remat": cfg.remat}
+    if backend is not None and _has_backend_argument():
+        kwargs["backend"] = backend
+    elif backend not in (None, "scan"):
+        raise Unavailable(f"this rnnx has no backend= argument (wanted backend={backend!r})")
+    cell = rnnx.make_cell(cfg.cell, cfg.hidden, dtype=cfg.dtype, param_dtype=cfg.dtype)
     net = rnnx.stacked(cell, cfg.layers, bidirectional=cfg.bidirectional)
     params = net.init(jax.random.key(1), cfg.input)
-    return jax_contender(params, lambda p, x: net.apply(p, x, remat=cfg.remat, **unroll_kwargs)[1], _inputs(cfg))
+    return jax_contender(params, lambda p, x: net.apply(p, x, **kwargs)[1], _inputs(cfg), modes)
 
 
-def _single_layer_only(cfg: Config, library: str):
-    if cfg.cell.startswith("min_"):
+def build_rnnx_cudnn(cfg: Config, modes=MODES, backend: str = "cudnn") -> Contender:
+    """rnnx's LSTM stack through cuDNN (``backend="cudnn"``), or ``"auto"``; GPU and LSTM only."""
+    if cfg.cell != "lstm":
+        raise Unavailable(f"backend={backend!r} is measured for lstm only (auto runs the scan for {cfg.cell})")
+    if jax.default_backend() != "gpu":
+        raise Unavailable(f"needs a GPU (jax backend is {jax.default_backend()})")
+    if not _has_backend_argument():
+        raise Unavailable("this rnnx has no backend= argument yet")
+    try:
+        return build_rnnx(cfg, modes, backend=backend)
+    except Exception as error:  # the backend is new: whatever it raises is reported, never fatal
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise Unavailable(f"{type(error).__name__}: {message}") from error
+
+
+def _classic_only(cfg: Config, library: str):
+    if rnnx.make_cell(cfg.cell, 1).coefficients is not None:
         raise Unavailable(f"{library} has no {cfg.cell} cell")
     if cfg.layers != 1 or cfg.bidirectional:
         raise Unavailable(f"{library}: this suite builds single-layer, unidirectional peers only")
 
 
-def build_flax_linen(cfg: Config, cell_class: str | None = None) -> Contender:
-    _single_layer_only(cfg, "flax.linen")
+def build_flax_linen(cfg: Config, modes=MODES, cell_class: str | None = None) -> Contender:
+    _classic_only(cfg, "flax.linen")
     import flax.linen as nn
 
-    name = cell_class or {"rnn": "SimpleCell", "lstm": "LSTMCell", "gru": "GRUCell"}[cfg.cell]
-    model = nn.RNN(getattr(nn, name)(cfg.hidden, dtype=cfg.dtype))
+    name = cell_class or {"simple_rnn": "SimpleCell", "lstm": "LSTMCell", "gru": "GRUCell"}[cfg.cell]
     xs = _inputs(cfg)
-    params = model.init(jax.random.key(1), xs)
-    return jax_contender(params, model.apply, xs)
+    drawn = nn.RNN(getattr(nn, name)(cfg.hidden, dtype=cfg.dtype)).init(jax.random.key(1), xs)
+    # param_dtype also sets the dtype of the carry nn.RNN starts from: in bfloat16 it must be bfloat16 too.
+    model = nn.RNN(getattr(nn, name)(cfg.hidden, dtype=cfg.dtype, param_dtype=cfg.dtype))
+    return jax_contender(_cast(drawn, cfg.dtype), model.apply, xs, modes)
 
 
-def build_flax_nnx(cfg: Config) -> Contender:
-    _single_layer_only(cfg, "flax.nnx")
+def _cast(tree, dtype):
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+def build_flax_linen_optimized(cfg: Config, modes=MODES) -> Contender:
+    if cfg.cell != "lstm":
+        raise Unavailable("OptimizedLSTMCell is an LSTM")
+    return build_flax_linen(cfg, modes, "OptimizedLSTMCell")
+
+
+def build_flax_nnx(cfg: Config, modes=MODES) -> Contender:
+    _classic_only(cfg, "flax.nnx")
     from flax import nnx
 
-    cls = {"rnn": nnx.SimpleCell, "lstm": nnx.OptimizedLSTMCell, "gru": nnx.GRUCell}[cfg.cell]
-    model = nnx.RNN(cls(cfg.input, cfg.hidden, dtype=cfg.dtype, rngs=nnx.Rngs(1)), rngs=False)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    cls = {"simple_rnn": nnx.SimpleCell, "lstm": nnx.OptimizedLSTMCell, "gru": nnx.GRUCell}[cfg.cell]
+    cell = cls(cfg.input, cfg.hidden, dtype=cfg.dtype, rngs=nnx.Rngs(1))
+    graphdef, params, rest = nnx.split(nnx.RNN(cell, rngs=False), nnx.Param, ...)
+    params = _cast(params, cfg.dtype)
     zeros = jnp.zeros((cfg.batch, cfg.hidden), cfg.dtype)
     init = (zeros, zeros) if cfg.cell == "lstm" else zeros  # explicit: nnx would draw it from an RNG stream
-    return jax_contender(params, lambda p, x: nnx.merge(graphdef, p, rest)(x, initial_carry=init), _inputs(cfg))
+    apply = lambda p, x: nnx.merge(graphdef, p, rest)(x, initial_carry=init)  # noqa: E731
+    return jax_contender(params, apply, _inputs(cfg), modes)
 
 
-def build_equinox(cfg: Config) -> Contender:
-    _single_layer_only(cfg, "equinox")
+def build_equinox(cfg: Config, modes=MODES) -> Contender:
+    _classic_only(cfg, "equinox")
     if importlib.util.find_spec("equinox") is None:
         raise Unavailable("equinox is not installed (pip install equinox)")
     import equinox as eqx
 
-    if cfg.cell == "rnn":
+    if cfg.cell == "simple_rnn":
         raise Unavailable("equinox has no simple RNN cell")
     cls = {"lstm": eqx.nn.LSTMCell, "gru": eqx.nn.GRUCell}[cfg.cell]
-    cell = cls(cfg.input, cfg.hidden, dtype=jnp.dtype(cfg.dtype), key=jax.random.key(1))
+    cell = cls(cfg.input, cfg.hidden, key=jax.random.key(1))
     params, static = eqx.partition(cell, eqx.is_array)
+    params = _cast(params, cfg.dtype)
     zeros = jnp.zeros((cfg.batch, cfg.hidden), cfg.dtype)
 
     def apply(p, xs):
@@ -169,26 +233,28 @@ def build_equinox(cfg: Config) -> Contender:
         init = (zeros, zeros) if cfg.cell == "lstm" else zeros
         return jnp.swapaxes(jax.lax.scan(step, init, jnp.swapaxes(xs, 0, 1))[1], 0, 1)
 
-    return jax_contender(params, apply, _inputs(cfg))
+    return jax_contender(params, apply, _inputs(cfg), modes)
 
 
-def build_torch(cfg: Config) -> Contender:
+def build_torch(cfg: Config, modes=MODES) -> Contender:
+    """``torch.nn.RNN/LSTM/GRU``: cuDNN on a CUDA device, oneDNN/ATen on a CPU."""
     if importlib.util.find_spec("torch") is None:
         raise Unavailable("torch is not installed (pip install torch==2.13.0)")
     import torch
 
-    if cfg.cell.startswith("min_"):
+    kind = {"simple_rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}.get(cfg.cell)
+    if kind is None:
         raise Unavailable(f"torch has no {cfg.cell} cell")
     torch.manual_seed(0)
-    kind = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[cfg.cell]
-    dtype = getattr(torch, cfg.dtype)
-    module = getattr(torch.nn, kind)(cfg.input, cfg.hidden, num_layers=cfg.layers,
-                                     bidirectional=cfg.bidirectional, batch_first=True).to(dtype)  # fmt: skip
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # the suite runs unchanged on a GPU machine
-    module = module.to(device)
-    xs = torch.from_numpy(np.array(_inputs(cfg).astype(jnp.float32))).to(dtype).to(device)
+    cuda = torch.cuda.is_available()  # the suite runs unchanged on a GPU machine
+    device, dtype = ("cuda" if cuda else "cpu"), getattr(torch, cfg.dtype)
+    module = getattr(torch.nn, kind)(
+        cfg.input, cfg.hidden, num_layers=cfg.layers, bidirectional=cfg.bidirectional, batch_first=True
+    )
+    module = module.to(device=device, dtype=dtype)
+    xs = torch.from_numpy(np.array(_inputs(cfg).astype(jnp.float32))).to(device=device, dtype=dtype)
     optimizer = torch.optim.Adam(module.parameters(), lr=3e-4)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     def forward():
         with torch.no_grad():
@@ -205,21 +271,31 @@ def build_torch(cfg: Config) -> Contender:
         sync()
         return loss.detach()
 
-    return Contender(forward, train, {"forward": None, "train": None}, None,
-                     sum(p.numel() for p in module.parameters()))  # fmt: skip
+    calls = {m: {"forward": forward, "train": train}[m] for m in modes}
+    first, memory = {}, {}
+    for mode, fn in calls.items():
+        if cuda:
+            sync()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        try:
+            fn()
+        except RuntimeError as error:
+            if cfg.dtype != "float32":
+                raise Unsupported(f"torch {kind} {cfg.dtype} on {device}: {str(error).splitlines()[0]}") from error
+            raise
+        first[mode] = time.perf_counter() - start
+        memory[mode] = torch.cuda.max_memory_allocated() if cuda else None
+    return Contender(calls, sum(p.numel() for p in module.parameters()), first, memory)
 
 
 PEERS = {
-    "rnnx": build_rnnx,
+    "rnnx": build_rnnx,  # the scan path (backend="scan" once rnnx has the argument)
+    "rnnx-auto": lambda cfg, modes=MODES: build_rnnx_cudnn(cfg, modes, backend="auto"),
+    "rnnx-cudnn": build_rnnx_cudnn,
     "flax.linen": build_flax_linen,
-    "flax.linen OptimizedLSTM": lambda cfg: (
-        build_flax_linen(cfg, "OptimizedLSTMCell") if cfg.cell == "lstm" else _raise("LSTM only")
-    ),
+    "flax.linen OptimizedLSTM": build_flax_linen_optimized,
     "flax.nnx": build_flax_nnx,
     "equinox": build_equinox,
     "torch": build_torch,
 }
-
-
-def _raise(reason):
-    raise Unavailable(reason)

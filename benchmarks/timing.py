@@ -5,23 +5,43 @@ import time
 
 import jax
 
+__all__ = ["time_interleaved"]
 
-def time_interleaved(fns: dict, repeats: int = 15, warmup: int = 2) -> dict:
+
+def time_interleaved(fns: dict, repeats: int = 15, warmup: int = 2, errors: dict | None = None) -> dict:
     """Run each zero-argument function ``warmup`` times, then ``repeats`` rounds, one call of each per round.
 
-    Interleaving spreads the noise of a shared machine over every contender alike.
+    Interleaving spreads the noise of a shared machine over every contender alike. Each call is waited for
+    with ``jax.block_until_ready`` (torch callables synchronise their own device before returning).
+    With ``errors`` (a dict), a function that raises is dropped and ``errors[name]`` says why, so that one
+    failing contender cannot stop the others; without it the exception propagates.
     Returns ``{name: {"median_ms", "min_ms", "max_ms", "samples_ms"}}``.
     """
-    for fn in fns.values():
+    live = dict(fns)
+
+    def call(name):
+        try:
+            jax.block_until_ready(live[name]())
+            return True
+        except Exception as error:
+            if errors is None:
+                raise
+            errors[name] = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            del live[name]
+            return False
+
+    for name in list(live):
         for _ in range(warmup):
-            jax.block_until_ready(fn())
-    samples = {name: [] for name in fns}
+            if not call(name):
+                break
+    samples = {name: [] for name in live}
     for _ in range(repeats):
-        for name, fn in fns.items():
+        for name in list(live):
             start = time.perf_counter()
-            jax.block_until_ready(fn())
-            samples[name].append(1e3 * (time.perf_counter() - start))
+            if call(name):
+                samples[name].append(1e3 * (time.perf_counter() - start))
     return {
         name: {"median_ms": statistics.median(s), "min_ms": min(s), "max_ms": max(s), "samples_ms": s}
         for name, s in samples.items()
+        if name in live and s
     }

@@ -29,10 +29,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import rnnx
-from examples.long_range import adding_batch
+from examples.common import adding_batch, fit_adding, readout, readout_model
 from rnnx import diagnostics
 
 
@@ -40,44 +39,23 @@ def scaled_orthogonal(gain):
     return lambda key, shape, dtype=jnp.float32: gain * jax.nn.initializers.orthogonal()(key, shape, dtype)
 
 
-# name: (compute cell, factory and arguments for init). The rnn variants differ only in their initial
-# weights, so they share one compute cell and its compiled functions.
+# model: (registry cell name, keyword arguments). The rnn variants differ only in their initial weights.
 MODELS = {
-    "rnn_small": ("rnn", rnnx.simple_rnn, dict(recurrent_init=scaled_orthogonal(0.5))),
-    "rnn": ("rnn", rnnx.simple_rnn, {}),
-    "rnn_large": ("rnn", rnnx.simple_rnn, dict(recurrent_init=scaled_orthogonal(2.0))),
-    "lstm": ("lstm", rnnx.lstm, {}),
-    "gru": ("gru", rnnx.gru, {}),
+    "rnn_small": ("simple_rnn", dict(recurrent_init=scaled_orthogonal(0.5))),
+    "rnn": ("simple_rnn", {}),
+    "rnn_large": ("simple_rnn", dict(recurrent_init=scaled_orthogonal(2.0))),
+    "lstm": ("lstm", {}),
+    "gru": ("gru", {}),
 }
-COMPUTE = {"rnn": rnnx.simple_rnn, "lstm": rnnx.lstm, "gru": rnnx.gru}
 
 
-def init_params(name, hidden, key):
-    _, make, kwargs = MODELS[name]
-    k_cell, k_out = jax.random.split(key)
-    return {"cell": make(hidden, **kwargs).init(k_cell, 2), "w": jax.random.normal(k_out, (hidden,)) / hidden**0.5,
-            "b": jnp.ones(())}  # fmt: skip
+def cell_of(name, hidden):
+    cell_name, kwargs = MODELS[name]
+    return rnnx.make_cell(cell_name, hidden, **kwargs)
 
 
-def readout(params, ys):
-    return ys[:, -1] @ params["w"] + params["b"]
-
-
-def make_functions(cell, args):
-    """Jitted train steps (with and without clipping) and diagnostics for one compute cell."""
-
-    def loss_fn(params, xs, targets):
-        return jnp.mean((readout(params, rnnx.unroll(cell, params["cell"], xs)[1]) - targets) ** 2)
-
-    def train_step(opt):
-        @jax.jit
-        def step(params, state, key):
-            xs, targets = adding_batch(key, args.batch, args.steps)
-            loss, grads = jax.value_and_grad(loss_fn)(params, xs, targets)
-            updates, state = opt.update(grads, state, params)
-            return optax.apply_updates(params, updates), state, loss, optax.global_norm(grads)
-
-        return step
+def make_functions(cell):
+    """Jitted diagnostics and evaluation for one cell."""
 
     @jax.jit
     def probe(params, xs, targets, jac_xs):
@@ -93,9 +71,7 @@ def make_functions(cell, args):
         err = readout(params, rnnx.unroll(cell, params["cell"], xs)[1]) - targets
         return jnp.mean(err**2), jnp.mean(jnp.abs(err) < 0.04)
 
-    opts = {"clip": optax.chain(optax.clip_by_global_norm(1.0), optax.adam(args.lr)), "no_clip": optax.adam(args.lr)}
-    # jax.jit compiles on the first call: once per cell and mode, then reused by the rnn variants.
-    return dict(train={mode: (opt, train_step(opt)) for mode, opt in opts.items()}, probe=probe, evaluate=evaluate)
+    return dict(probe=probe, evaluate=evaluate)
 
 
 def measure(fns, params, data):
@@ -109,16 +85,27 @@ def measure(fns, params, data):
     return out | {f"log10_{k}": v.tolist() for k, v in jac.items()}
 
 
-def train(fns, mode, params, args):
-    opt, step = fns["train"][mode]
-    state = opt.init(params)
-    data_key = jax.random.key(args.seed + 1)
+def train(predict, mode, params, args):
+    """``args.updates`` Adam steps through ``rnnx.training.fit``, clipped or not; every update's loss and
+    global gradient norm (before clipping)."""
     losses, norms = [], []
-    for update in range(args.updates):
-        params, state, loss, norm = step(params, state, jax.random.fold_in(data_key, update))
-        losses.append(float(loss))
-        norms.append(float(norm))
-    return params, losses, norms
+
+    def on_update(record):
+        losses.append(record["loss"])
+        norms.append(record["grad_norm"])
+
+    result, _ = fit_adding(
+        predict,
+        params,
+        data_key=jax.random.key(args.seed + 1),
+        batch=args.batch,
+        steps=args.steps,
+        lr=args.lr,
+        updates=args.updates,
+        clip=mode == "clip",
+        on_update=on_update,
+    )
+    return result.last_params, losses, norms
 
 
 def log_ratio(g):
@@ -130,9 +117,11 @@ def summary(name, stage, m, steps):
     g = m["dL_dh"]
     jac = np.asarray(m["log10_dh_dh0"])
     cpath = f"  log10||dc_T/dc_0|| T={steps}: {m['log10_dc_dc0'][steps - 1]:7.2f}" if "log10_dc_dc0" in m else ""
-    return (f"{name:9s} {stage:13s} log10 ||dL/dh_1||/||dL/dh_T|| {log_ratio(g)}  "
-            f"log10||dh_T/dh_0|| T={steps}: {jac[steps - 1]:7.2f} T={len(jac)}: {jac[-1]:7.2f}{cpath}  "
-            f"eval MSE {m['eval_mse']:.4f} acc {m['eval_accuracy']:.3f}")  # fmt: skip
+    return (
+        f"{name:9s} {stage:13s} log10 ||dL/dh_1||/||dL/dh_T|| {log_ratio(g)}  "
+        f"log10||dh_T/dh_0|| T={steps}: {jac[steps - 1]:7.2f} T={len(jac)}: {jac[-1]:7.2f}{cpath}  "
+        f"eval MSE {m['eval_mse']:.4f} acc {m['eval_accuracy']:.3f}"
+    )
 
 
 def main(argv=None):
@@ -150,31 +139,39 @@ def main(argv=None):
     args = parser.parse_args(argv)
     start = time.perf_counter()
     data = {
-        "probe": (*adding_batch(jax.random.key(20_000), 256, args.steps),
-                  adding_batch(jax.random.key(30_000), args.jacobian_sequences, args.jacobian_steps)[0]),
+        "probe": (
+            *adding_batch(jax.random.key(20_000), 256, args.steps),
+            adding_batch(jax.random.key(30_000), args.jacobian_sequences, args.jacobian_steps)[0],
+        ),
         "eval": adding_batch(jax.random.key(10_000), 2000, args.steps),
-    }  # fmt: skip
-    fns = {kind: make_functions(make(args.hidden), args) for kind, make in COMPUTE.items()}
+    }
     results = {"config": vars(args), "backend": jax.default_backend(), "cpu_count": os.cpu_count(), "models": {}}
     for name in args.models:
-        kind = MODELS[name][0]
-        params0 = init_params(name, args.hidden, jax.random.key(args.seed))
+        init, predict = readout_model(cell_of(name, args.hidden))
+        fns = make_functions(cell_of(name, args.hidden))
+        params0 = init(jax.random.key(args.seed))
         r = results["models"][name] = {
             "parameters": rnnx.count_params(params0),
-            "init": measure(fns[kind], params0, data),
+            "init": measure(fns, params0, data),
         }
         print(f"[{time.perf_counter() - start:6.1f}s] {summary(name, 'init', r['init'], args.steps)}", flush=True)
         for mode in ("clip", "no_clip"):
-            params, losses, norms = train(fns[kind], mode, params0, args)
-            r[mode] = measure(fns[kind], params, data) | {
-                "train_loss": losses, "grad_norm": norms, "max_grad_norm": max(norms),
-                "max_grad_norm_update": int(np.argmax(norms)), "median_grad_norm": float(np.median(norms)),
-                "updates_above_1": int(np.sum(np.asarray(norms) > 1.0)), "finite": bool(np.all(np.isfinite(losses))),
-            }  # fmt: skip
+            params, losses, norms = train(predict, mode, params0, args)
+            r[mode] = measure(fns, params, data) | {
+                "train_loss": losses,
+                "grad_norm": norms,
+                "max_grad_norm": max(norms),
+                "max_grad_norm_update": int(np.argmax(norms)),
+                "median_grad_norm": float(np.median(norms)),
+                "updates_above_1": int(np.sum(np.asarray(norms) > 1.0)),
+                "finite": bool(np.all(np.isfinite(losses))),
+            }
             m = r[mode]
-            print(f"[{time.perf_counter() - start:6.1f}s] {summary(name, mode, m, args.steps)}  grad norm median "
-                  f"{m['median_grad_norm']:.3g} max {m['max_grad_norm']:.3g} at update {m['max_grad_norm_update']}",
-                  flush=True)  # fmt: skip
+            print(
+                f"[{time.perf_counter() - start:6.1f}s] {summary(name, mode, m, args.steps)}  grad norm median "
+                f"{m['median_grad_norm']:.3g} max {m['max_grad_norm']:.3g} at update {m['max_grad_norm_update']}",
+                flush=True,
+            )
     results["seconds"] = round(time.perf_counter() - start, 1)
     print_tables(results, args)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
@@ -186,11 +183,15 @@ def main(argv=None):
 
 def print_tables(results, args):
     t, tj = args.steps, args.jacobian_steps
-    print(f"\n{results['seconds']:.0f} s. Adding problem T={t}, hidden {args.hidden}, batch {args.batch}, "
-          f"{args.updates} Adam updates (lr {args.lr}); ||dh_T/dh_0||: spectral norm, geometric mean over "
-          f"{args.jacobian_sequences} sequences.\n")  # fmt: skip
-    print(f"| model | stage | log10 ‖∂L/∂h_1‖ / ‖∂L/∂h_{t}‖ | log10 ‖∂h_T/∂h_0‖, T={t} | T={tj} | "
-          f"log10 ‖∂c_T/∂c_0‖, T={t} | T={tj} | eval MSE | accuracy |")  # fmt: skip
+    print(
+        f"\n{results['seconds']:.0f} s. Adding problem T={t}, hidden {args.hidden}, batch {args.batch}, "
+        f"{args.updates} Adam updates (lr {args.lr}); ||dh_T/dh_0||: spectral norm, geometric mean over "
+        f"{args.jacobian_sequences} sequences.\n"
+    )
+    print(
+        f"| model | stage | log10 ‖∂L/∂h_1‖ / ‖∂L/∂h_{t}‖ | log10 ‖∂h_T/∂h_0‖, T={t} | T={tj} | "
+        f"log10 ‖∂c_T/∂c_0‖, T={t} | T={tj} | eval MSE | accuracy |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, r in results["models"].items():
         for stage in ("init", "clip", "no_clip"):
@@ -199,16 +200,20 @@ def print_tables(results, args):
             c = m.get("log10_dc_dc0")
             cc = f"{c[t - 1]:.1f} | {c[-1]:.1f}" if c else "– | –"
             label = {"init": "initialisation", "clip": "trained, clipped", "no_clip": "trained, unclipped"}[stage]
-            print(f"| {name} | {label} | {log_ratio(g)} | {m['log10_dh_dh0'][t - 1]:.1f} | "
-                  f"{m['log10_dh_dh0'][-1]:.1f} | {cc} | {m['eval_mse']:.4f} | {m['eval_accuracy']:.3f} |")  # fmt: skip
+            print(
+                f"| {name} | {label} | {log_ratio(g)} | {m['log10_dh_dh0'][t - 1]:.1f} | "
+                f"{m['log10_dh_dh0'][-1]:.1f} | {cc} | {m['eval_mse']:.4f} | {m['eval_accuracy']:.3f} |"
+            )
     print("\n| model | clipping | median global grad norm | max (update) | updates with norm > 1 | final train loss |")
     print("|---|---|---|---|---|---|")
     for name, r in results["models"].items():
         for mode in ("clip", "no_clip"):
             m = r[mode]
-            print(f"| {name} | {'yes' if mode == 'clip' else 'no'} | {m['median_grad_norm']:.3g} | "
-                  f"{m['max_grad_norm']:.3g} ({m['max_grad_norm_update']}) | {m['updates_above_1']} / {args.updates} | "
-                  f"{m['train_loss'][-1]:.4f} |")  # fmt: skip
+            print(
+                f"| {name} | {'yes' if mode == 'clip' else 'no'} | {m['median_grad_norm']:.3g} | "
+                f"{m['max_grad_norm']:.3g} ({m['max_grad_norm_update']}) | {m['updates_above_1']} / {args.updates} | "
+                f"{m['train_loss'][-1]:.4f} |"
+            )
 
 
 def plot(results, args, path):
@@ -231,8 +236,9 @@ def plot(results, args, path):
             tj = np.arange(1, len(m["log10_dh_dh0"]) + 1)
             axes[1, col].semilogy(tj, 10.0 ** np.asarray(m["log10_dh_dh0"]), color=color, label=name)
             if "log10_dc_dc0" in m:
-                axes[1, col].semilogy(tj, 10.0 ** np.asarray(m["log10_dc_dc0"]), color=color, ls="--",
-                                      label=f"{name} ‖∂c_T/∂c_0‖")  # fmt: skip
+                axes[1, col].semilogy(
+                    tj, 10.0 ** np.asarray(m["log10_dc_dc0"]), color=color, ls="--", label=f"{name} ‖∂c_T/∂c_0‖"
+                )
         axes[0, col].set(title=f"‖∂L/∂h_t‖ {title}", xlabel="t (loss at t = T)")
         axes[1, col].set(title=f"‖∂h_T/∂h_0‖ (spectral) {title}", xlabel="T")
     for name, r in results["models"].items():

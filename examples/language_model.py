@@ -14,14 +14,24 @@ import argparse
 
 import jax
 
-from examples.reporting import save
-from rnnx.apps.cli import add_config_flags, config_from_args
+from examples.reporting import add_results_flags, save
+from rnnx.apps.config import LanguageModelConfig, add_config_flags, config_from_args
+from rnnx.apps.console import progress_bar, say
 from rnnx.apps.data import SPECIALS
-from rnnx.apps.experiments import LanguageModelConfig, restore_language_model, train_language_model
+from rnnx.apps.experiments import restore_language_model, train_language_model
 from rnnx.apps.models import sample
 
-DEFAULTS = dict(cell="gru", embed=300, hidden=128, layers=2, steps=3000, learning_rate=2e-3, schedule="cosine",
-                eval_every=500, run_dir="runs/language_model")  # fmt: skip
+DEFAULTS = dict(
+    cell="gru",
+    embed=300,
+    hidden=128,
+    layers=2,
+    steps=3000,
+    learning_rate=2e-3,
+    schedule="cosine",
+    eval_every=500,
+    run_dir="runs/language_model",
+)
 
 
 def main(argv=None):
@@ -29,13 +39,21 @@ def main(argv=None):
     add_config_flags(parser, LanguageModelConfig)
     parser.add_argument("--prompt", default="KING.\n")
     parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--results-name", default="language_model", help="examples/results/<name>.json and .png")
+    add_results_flags(parser, "language_model")
     args = parser.parse_args(argv)
     cfg = config_from_args(args, LanguageModelConfig, **DEFAULTS)
-    result = train_language_model(cfg)
+    with progress_bar(cfg.steps) as on_log:
+        result = train_language_model(cfg, on_log=on_log, say=say)
     model, params, vocab = restore_language_model(cfg.run_dir)  # generate from the saved checkpoint
-    ids = sample(model, params, vocab.encode(args.prompt), length=400, key=jax.random.key(0),
-                 temperature=args.temperature, exclude=range(len(SPECIALS)))  # fmt: skip
+    ids = sample(
+        model,
+        params,
+        vocab.encode(args.prompt),
+        length=400,
+        key=jax.random.key(0),
+        temperature=args.temperature,
+        exclude=range(len(SPECIALS)),
+    )
     result["sample"] = {"prompt": args.prompt, "temperature": args.temperature, "text": vocab.decode(ids)}
     save(
         args.results_name,
@@ -43,11 +61,14 @@ def main(argv=None):
         metric="bits_per_char",
         ylabel="bits per character (validation)",
         baselines={f"{result['ngram_order']}-gram (test)": result["ngram_test_bits_per_char"]},
+        directory=args.results_dir,
     )
-    print(f"| model | held-out bits/char | perplexity |\n|---|---|---|\n"
-          f"| {cfg.layers}-layer {cfg.cell} {cfg.hidden} | {result['test_bits_per_char']:.3f} | "
-          f"{result['test_perplexity']:.2f} |\n| {result['ngram_order']}-gram Witten-Bell | "
-          f"{result['ngram_test_bits_per_char']:.3f} | {2 ** result['ngram_test_bits_per_char']:.2f} |")  # fmt: skip
+    print(
+        f"| model | held-out bits/char | perplexity |\n|---|---|---|\n"
+        f"| {cfg.layers}-layer {cfg.cell} {cfg.hidden} | {result['test_bits_per_char']:.3f} | "
+        f"{result['test_perplexity']:.2f} |\n| {result['ngram_order']}-gram Witten-Bell | "
+        f"{result['ngram_test_bits_per_char']:.3f} | {2 ** result['ngram_test_bits_per_char']:.2f} |"
+    )
     print("\nsample:\n" + args.prompt + result["sample"]["text"])
 
 

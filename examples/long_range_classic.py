@@ -25,70 +25,69 @@ import time
 
 import jax
 import jax.numpy as jnp
-import optax
 
 import rnnx
-from examples.long_range import adding_batch, adding_trainer
+from examples.common import adding_batch, fit_adding, hidden_size_for, readout_model
 
-CELLS = {"rnn": rnnx.simple_rnn, "lstm": rnnx.lstm, "gru": rnnx.gru}
+CELLS = ("simple_rnn", "lstm", "gru")  # the default comparison; any of rnnx.CELLS may be chosen
 BASELINE_MSE = 1 / 6
 
 
-def model(cell):
-    def init(key):
-        k_cell, k_out = jax.random.split(key)
-        h = cell.hidden_size
-        return {"cell": cell.init(k_cell, 2), "w": jax.random.normal(k_out, (h,)) / h**0.5, "b": jnp.ones(())}
-
-    def predict(params, xs):
-        return rnnx.unroll(cell, params["cell"], xs)[1][:, -1] @ params["w"] + params["b"]
-
-    return init, predict
-
-
-def hidden_size_for(make, budget):
-    """The largest hidden size whose model has at most ``budget`` parameters, and that count."""
-    count = lambda h: rnnx.count_params(jax.eval_shape(model(make(h))[0], jax.random.key(0)))  # noqa: E731
-    h = 1
-    while count(h + 1) <= budget:
-        h += 1
-    return h, count(h)
+def model(name, hidden):
+    return readout_model(rnnx.make_cell(name, hidden))
 
 
 def train(name, hidden, steps, args):
-    init, predict = model(CELLS[name](hidden))
-    params = init(jax.random.key(args.seed))
-    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(args.lr))
-    state = opt.init(params)
+    init, predict = model(name, hidden)
     eval_xs, eval_ys = adding_batch(jax.random.key(10_000 + steps), args.eval_size, steps)
-    step, evaluate = adding_trainer(predict, opt, args.batch, steps, eval_xs, eval_ys)
 
-    data_key = jax.random.key(args.seed + steps)  # the same batches for every cell at this length
-    start = time.perf_counter()
-    jax.block_until_ready((step(params, state, data_key), evaluate(params)))  # compile; results discarded
-    compile_s = time.perf_counter() - start
-    history, train_s, update = [], 0.0, 0
-    while update < args.updates and train_s < args.max_seconds:
-        start = time.perf_counter()
-        params, state, loss = step(params, state, jax.random.fold_in(data_key, update))
-        jax.block_until_ready(loss)
-        train_s += time.perf_counter() - start
-        update += 1
-        if update % args.eval_every == 0 or update == args.updates or train_s >= args.max_seconds:
-            mse, acc = (float(v) for v in evaluate(params))
-            history.append(
-                dict(update=update, seconds=round(train_s, 2), train_loss=float(loss), mse=mse, accuracy=acc)
-            )
-            print(f"  T={steps} {name} update {update:5d} {train_s:6.1f} s  eval MSE {mse:.4f}  accuracy {acc:.3f}",
-                  flush=True)  # fmt: skip
-    final = history[-1]
-    print(f"T={steps:4d} {name:5s} hidden {hidden:3d}: {update} updates in {train_s:5.1f} s (+{compile_s:.1f} s "
-          f"compile)  eval MSE {final['mse']:.4f}  accuracy {final['accuracy']:.3f}  "
-          f"best accuracy {max(h['accuracy'] for h in history):.3f}", flush=True)  # fmt: skip
-    return dict(hidden_size=hidden, updates=update, train_seconds=round(train_s, 1),
-                compile_seconds=round(compile_s, 1), ms_per_update=round(1e3 * train_s / update, 2),
-                stopped_by_time=update < args.updates,
-                final=final, best_accuracy=max(h["accuracy"] for h in history), history=history)  # fmt: skip
+    @jax.jit
+    def evaluate(params):
+        err = predict(params, eval_xs) - eval_ys
+        return {"mse": jnp.mean(err**2), "accuracy": jnp.mean(jnp.abs(err) < 0.04)}
+
+    history = []
+
+    def on_eval(record):
+        history.append(record)
+        print(
+            f"  T={steps} {name} update {record['update']:5d} {record['seconds']:6.1f} s  eval MSE "
+            f"{record['mse']:.4f}  accuracy {record['accuracy']:.3f}",
+            flush=True,
+        )
+
+    # The same batches for every cell at this length.
+    _, timing = fit_adding(
+        predict,
+        init(jax.random.key(args.seed)),
+        data_key=jax.random.key(args.seed + steps),
+        batch=args.batch,
+        steps=steps,
+        lr=args.lr,
+        updates=args.updates,
+        evaluate=evaluate,
+        eval_every=args.eval_every,
+        max_seconds=args.max_seconds,
+        on_eval=on_eval,
+    )
+    update, train_s, final = timing["updates"], timing["train_seconds"], history[-1]
+    print(
+        f"T={steps:4d} {name:5s} hidden {hidden:3d}: {update} updates in {train_s:5.1f} s "
+        f"(+{timing['compile_seconds']:.1f} s first update and compile)  eval MSE {final['mse']:.4f}  "
+        f"accuracy {final['accuracy']:.3f}  best accuracy {max(h['accuracy'] for h in history):.3f}",
+        flush=True,
+    )
+    return dict(
+        hidden_size=hidden,
+        updates=update,
+        train_seconds=round(train_s, 1),
+        compile_seconds=round(timing["compile_seconds"], 1),
+        ms_per_update=round(1e3 * train_s / max(1, update - 1), 2),
+        stopped_by_time=update < args.updates,
+        final=final,
+        best_accuracy=max(h["accuracy"] for h in history),
+        history=history,
+    )
 
 
 def compare(a, b, args):
@@ -108,8 +107,11 @@ def compare(a, b, args):
 
 def verdict(runs, args):
     long = [t for t in args.lengths if t > 100]
-    rows = {other: {t: compare(runs[t]["lstm"], runs[t][other], args) for t in args.lengths}
-            for other in CELLS if other != "lstm" and all(other in runs[t] for t in args.lengths)}  # fmt: skip
+    rows = {
+        other: {t: compare(runs[t]["lstm"], runs[t][other], args) for t in args.lengths}
+        for other in args.cells
+        if other != "lstm" and all(other in runs[t] for t in args.lengths)
+    }
     verdicts = {}
     for other, by_t in rows.items():
         outcomes = [by_t[t] for t in long if by_t[t] != "inconclusive"]
@@ -131,20 +133,27 @@ def main(argv=None):
     parser.add_argument("--margin", type=float, default=0.1, help="accuracy difference that counts as better")
     parser.add_argument("--learned-mse", type=float, default=0.1, help="MSE below which a model learned something")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
+    parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=sorted(rnnx.CELLS))
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "long_range_classic.json"))
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    sizes = {name: hidden_size_for(CELLS[name], args.budget) for name in args.cells}
+    sizes = {name: hidden_size_for(lambda h, name=name: model(name, h), args.budget) for name in args.cells}
     for name, (h, count) in sizes.items():
         print(f"{name}: hidden {h}, {count:,} parameters", flush=True)
-    runs = {t: {name: train(name, sizes[name][0], t, args) | {"parameters": sizes[name][1]} for name in args.cells}
-            for t in args.lengths}  # fmt: skip
+    runs = {
+        t: {name: train(name, sizes[name][0], t, args) | {"parameters": sizes[name][1]} for name in args.cells}
+        for t in args.lengths
+    }
     rows, verdicts = verdict(runs, args) if "lstm" in args.cells else ({}, {})
-    results = {"config": vars(args), "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
-               "seconds": round(time.perf_counter() - start, 1), "runs": {str(t): r for t, r in runs.items()},
-               "lstm_vs": {o: {str(t): v for t, v in by_t.items()} for o, by_t in rows.items()},
-               "verdict_lstm_better_over_100_steps": verdicts}  # fmt: skip
+    results = {
+        "config": vars(args),
+        "backend": jax.default_backend(),
+        "cpu_count": os.cpu_count(),
+        "seconds": round(time.perf_counter() - start, 1),
+        "runs": {str(t): r for t, r in runs.items()},
+        "lstm_vs": {o: {str(t): v for t, v in by_t.items()} for o, by_t in rows.items()},
+        "verdict_lstm_better_over_100_steps": verdicts,
+    }
     print_table(results, args, sizes)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
@@ -154,15 +163,19 @@ def main(argv=None):
 
 
 def print_table(results, args, sizes):
-    print(f"\n{results['seconds']:.0f} s. Adding problem, one layer + linear readout, <= {args.budget:,} parameters "
-          f"({', '.join(f'{n} h={h}' for n, (h, _) in sizes.items())}), batch {args.batch}, Adam {args.lr} with "
-          f"clipping at 1, {args.updates} updates per run; final (best) accuracy (|error| < 0.04) / final MSE "
-          f"(always predicting 1: {BASELINE_MSE:.3f}); seed {args.seed}.\n")  # fmt: skip
+    print(
+        f"\n{results['seconds']:.0f} s. Adding problem, one layer + linear readout, <= {args.budget:,} parameters "
+        f"({', '.join(f'{n} h={h}' for n, (h, _) in sizes.items())}), batch {args.batch}, Adam {args.lr} with "
+        f"clipping at 1, {args.updates} updates per run; final (best) accuracy (|error| < 0.04) / final MSE "
+        f"(always predicting 1: {BASELINE_MSE:.3f}); seed {args.seed}.\n"
+    )
     print("| T | " + " | ".join(args.cells) + " | " + " | ".join(f"LSTM vs {o}" for o in results["lstm_vs"]) + " |")
     print("|---" * (1 + len(args.cells) + len(results["lstm_vs"])) + "|")
     for t, r in results["runs"].items():
-        cells = [f"{r[n]['final']['accuracy']:.3f} ({r[n]['best_accuracy']:.3f}) / {r[n]['final']['mse']:.4f}"
-                 for n in args.cells]  # fmt: skip
+        cells = [
+            f"{r[n]['final']['accuracy']:.3f} ({r[n]['best_accuracy']:.3f}) / {r[n]['final']['mse']:.4f}"
+            for n in args.cells
+        ]
         vs = [results["lstm_vs"][o][t] for o in results["lstm_vs"]]
         print(f"| {t} | " + " | ".join(cells + vs) + " |")
     timed_out = [f"T={t} {n}" for t, r in results["runs"].items() for n in args.cells if r[n]["stopped_by_time"]]

@@ -7,10 +7,11 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
-def save(name: str, result: dict, *, metric: str, baselines: dict, ylabel: str) -> Path:
-    """Write ``results/<name>.json`` and plot the validation ``metric`` per evaluation beside ``baselines``."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def save(name: str, result: dict, *, metric: str, baselines: dict, ylabel: str, directory=RESULTS) -> Path:
+    """Write ``<directory>/<name>.json`` and plot the validation ``metric`` per evaluation beside ``baselines``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     path.write_text(json.dumps(result, indent=1))
     try:
         import matplotlib
@@ -31,26 +32,37 @@ def save(name: str, result: dict, *, metric: str, baselines: dict, ylabel: str) 
     ax.set(xlabel="training step", ylabel=ylabel, title=name.replace("_", " "))
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / f"{name}.png", dpi=110)
+    fig.savefig(directory / f"{name}.png", dpi=110)
     return path
+
+
+def add_results_flags(parser, name: str) -> None:
+    parser.add_argument("--results-name", default=name, help="<results-dir>/<name>.json and .png")
+    parser.add_argument("--results-dir", default=str(RESULTS), help="default examples/results")
 
 
 def classifier_example(name: str, doc: str, defaults: dict, argv=None) -> dict:
     """The whole of a classification example: flags over ``defaults``, train, save, print the table."""
     import argparse
 
-    from rnnx.apps.cli import add_config_flags, config_from_args
-    from rnnx.apps.experiments import ClassifierConfig, train_classifier
+    from rnnx.apps.config import ClassifierConfig, add_config_flags, config_from_args
+    from rnnx.apps.console import progress_bar, say
+    from rnnx.apps.experiments import train_classifier
 
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser, ClassifierConfig)
-    parser.add_argument("--results-name", default=name, help="examples/results/<name>.json and .png")
+    add_results_flags(parser, name)
     args = parser.parse_args(argv)
     cfg = config_from_args(args, ClassifierConfig, **defaults)
-    result = train_classifier(cfg)
+    with progress_bar(cfg.steps) as on_log:
+        result = train_classifier(cfg, on_log=on_log, say=say)
     baselines = {"majority": result["majority_accuracy"], "bag-of-words LR": result["bow_logreg_accuracy"]}
-    save(args.results_name, result, metric="accuracy", ylabel="accuracy", baselines=baselines)
-    print(f"| model | test accuracy |\n|---|---|\n| {cfg.cell} {cfg.hidden} | {result['test_accuracy']:.4f} |\n"
-          f"| majority class | {result['majority_accuracy']:.4f} |\n"
-          f"| bag-of-words logistic regression | {result['bow_logreg_accuracy']:.4f} |")  # fmt: skip
+    save(
+        args.results_name, result, metric="accuracy", ylabel="accuracy", baselines=baselines, directory=args.results_dir
+    )
+    print(
+        f"| model | test accuracy |\n|---|---|\n| {cfg.cell} {cfg.hidden} | {result['test_accuracy']:.4f} |\n"
+        f"| majority class | {result['majority_accuracy']:.4f} |\n"
+        f"| bag-of-words logistic regression | {result['bow_logreg_accuracy']:.4f} |"
+    )
     return result

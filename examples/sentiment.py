@@ -16,9 +16,23 @@ only) and is fine-tuned. Writes examples/results/sentiment.json and .png. Needs
 
 from examples.reporting import classifier_example
 
-DEFAULTS = dict(dataset="rotten_tomatoes", cell="lstm", embed=50, pretrained="glove50", hidden=128, test_size=1500,
-                max_length=64, min_freq=1, steps=6000, learning_rate=1e-3, schedule="cosine", dropout=0.5,
-                eval_every=200, patience=6, run_dir="runs/sentiment")  # fmt: skip
+DEFAULTS = dict(
+    dataset="rotten_tomatoes",
+    cell="lstm",
+    embed=50,
+    pretrained="glove50",
+    hidden=128,
+    test_size=1500,
+    max_length=64,
+    min_freq=1,
+    steps=6000,
+    learning_rate=1e-3,
+    schedule="cosine",
+    dropout=0.5,
+    eval_every=200,
+    patience=6,
+    run_dir="runs/sentiment",
+)
 
 
 def main(argv=None):

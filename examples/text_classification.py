@@ -13,8 +13,18 @@ vocabulary, metrics.jsonl) under runs/text_classification. Needs
 
 from examples.reporting import classifier_example
 
-DEFAULTS = dict(dataset="trec", cell="rnn", embed=50, pretrained="glove50", hidden=64, steps=4000, learning_rate=1e-3,
-                eval_every=200, patience=8, run_dir="runs/text_classification")  # fmt: skip
+DEFAULTS = dict(
+    dataset="trec",
+    cell="simple_rnn",
+    embed=50,
+    pretrained="glove50",
+    hidden=64,
+    steps=4000,
+    learning_rate=1e-3,
+    eval_every=200,
+    patience=8,
+    run_dir="runs/text_classification",
+)
 
 
 def main(argv=None):

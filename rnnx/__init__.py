@@ -8,7 +8,6 @@
 ((4, 10, 16), (4, 16))
 """
 
-
 from rnnx import core as core
 from rnnx import diagnostics as diagnostics
 from rnnx import interop as interop

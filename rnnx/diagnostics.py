@@ -1,6 +1,6 @@
 """Gradient-flow diagnostics: how much gradient reaches each time step of a recurrent cell.
 
-Axis letters as in :mod:`rnnx.core.cells`: ``b`` batch (any number of axes), ``t`` time, ``d`` input features,
+Axis letters as in :mod:`rnnx.core.typing`: ``b`` batch (any number of axes), ``t`` time, ``d`` input features,
 ``h`` hidden units. Two measurements, for any :class:`rnnx.Cell` whose output is its hidden state (every
 rnnx cell):
 
@@ -10,22 +10,28 @@ rnnx cell):
   moves the state ``T`` steps later; geometric decay is a vanishing gradient, geometric growth an
   exploding one. For the LSTM it reports the hidden path and the cell-state path separately.
 
-Both are pure functions of arrays (the cell is closed over, so wrap them as
-``jax.jit(lambda p, xs: jacobian_norms(cell, p, xs))``). The cell's equations stay in :mod:`rnnx.core.cells`;
-:func:`unroll_with_probes` runs ``cell.apply`` in a plain ``lax.scan`` (no masks, no reverse), so use
-:func:`rnnx.unroll` for everything else.
+Both are pure functions of a cell and arrays. A cell is static configuration, so they jit as they are,
+the cell part of the cache key: ``jax.jit(jacobian_norms, static_argnames=("norm", "log"))(cell, params, xs)``.
+The cell's equations stay in :mod:`rnnx.core.cells`; :func:`unroll_with_probes` runs ``cell.apply`` in a
+plain ``lax.scan`` (no masks, no reverse), so use :func:`rnnx.unroll` for everything else.
 """
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from rnnx.core.cells import Cell, LSTMCarry, check_params
+from rnnx.core._common import check_params
+from rnnx.core.cells import Cell, LSTMCarry
+from rnnx.core.typing import Carry, Inputs, Outputs, Params
 
 _NORMS = {"spectral": 2, "frobenius": "fro"}
 
 
-def unroll_with_probes(cell: Cell, params, xs, probes, *, initial_carry=None):
+def unroll_with_probes(
+    cell: Cell, params: Params, xs: Inputs, probes: Carry, *, initial_carry: Carry | None = None
+) -> tuple[Carry, Outputs]:
     """:func:`rnnx.unroll` with an additive probe on the state after every step.
 
     .. math::  s_t = \\mathrm{cell}(s_{t-1}, x_t) + \\delta_t, \\quad y_t = h_t
@@ -60,7 +66,14 @@ def unroll_with_probes(cell: Cell, params, xs, probes, *, initial_carry=None):
     return carry, jnp.moveaxis(ys, 0, len(batch_shape))
 
 
-def hidden_grad_norms(cell: Cell, params, xs, loss_fn, *, initial_carry=None):
+def hidden_grad_norms(
+    cell: Cell,
+    params: Params,
+    xs: Inputs,
+    loss_fn: Callable[[Outputs], jax.Array],
+    *,
+    initial_carry: Carry | None = None,
+) -> tuple[jax.Array, Carry]:
     """``||dL/ds_t||`` for every step: the gradient backpropagation through time delivers to each state.
 
     .. math::  g_t = \\Big\\| \\frac{\\partial L}{\\partial s_t} \\Big\\|_2
@@ -105,7 +118,15 @@ def hidden_grad_norms(cell: Cell, params, xs, loss_fn, *, initial_carry=None):
     return loss, jax.tree.map(per_step, grads)
 
 
-def jacobian_norms(cell: Cell, params, xs, *, norm: str = "spectral", log: bool = False, initial_carry=None):
+def jacobian_norms(
+    cell: Cell,
+    params: Params,
+    xs: Inputs,
+    *,
+    norm: str = "spectral",
+    log: bool = False,
+    initial_carry: Carry | None = None,
+) -> dict[str, jax.Array]:
     """``||ds_T/ds_0||`` for ``T = 1 .. t``: the state Jacobian over ``T`` steps, for each sequence.
 
     .. math::  J_T = \\frac{\\partial s_T}{\\partial s_0} = D_T D_{T-1} \\cdots D_1, \\quad
@@ -186,3 +207,6 @@ def _check_xs(cell, params, xs):
             f"received shape {xs.shape}"
         )
     return xs
+
+
+__all__ = ["hidden_grad_norms", "jacobian_norms", "unroll_with_probes"]

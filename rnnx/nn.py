@@ -1,9 +1,9 @@
 """Flax NNX modules shaped like ``torch.nn.RNN``/``LSTM``/``GRU``, wrapping :func:`rnnx.stacked`.
 
 A module holds exactly the functional params pytree of its :class:`rnnx.Stack`, each array an
-``nnx.Param`` (``model.params[layer][direction]["w_ih"]``), and its ``__call__`` is ``net.apply``: no
-equation lives here. :meth:`Recurrent.functional` and :meth:`Recurrent.from_functional` convert both
-ways without touching a bit.
+``nnx.Param`` (``model.params[layer][direction]["w_ih"]``), and the stack itself as a static attribute (a
+stack hashes by its configuration); its ``__call__`` is ``net.apply``: no equation lives here.
+:meth:`Recurrent.functional` and :meth:`Recurrent.from_functional` convert both ways without touching a bit.
 
 Differences from PyTorch worth knowing when swapping ``torch.nn.LSTM`` for :class:`LSTM`:
 
@@ -21,24 +21,11 @@ from typing import Any
 import jax
 from flax import nnx
 
-from rnnx.core.cells import Cell, gru, lstm, simple_rnn
+from rnnx.core._common import check_stack_params
+from rnnx.core.cells import Cell
+from rnnx.core.registry import CELLS
 from rnnx.core.stack import Stack, stacked
-
-
-class _Static:
-    """Holds the :class:`rnnx.Stack` as a static attribute.
-
-    NNX requires static attributes to be hashable (they go into the graphdef, a ``jit`` cache key), and a
-    ``Cell`` carries its config dict. Identity equality is exact: the same module reuses its compilation.
-    """
-
-    __slots__ = ("net",)
-
-    def __init__(self, net: Stack):
-        self.net = net
-
-    def __repr__(self):
-        return f"_Static({self.net.cell.name}, num_layers={self.net.num_layers})"
+from rnnx.core.typing import BatchShape, Carry, Inputs, Key, Lengths, Mask, Outputs, StackParams
 
 
 def _is_param(x) -> bool:
@@ -49,6 +36,7 @@ class Recurrent(nnx.Module):
     """A stack of any rnnx cell as an NNX module; :class:`SimpleRNN`, :class:`LSTM` and :class:`GRU` build it.
 
     Attributes:
+      net: the functional :class:`rnnx.Stack` this module runs (static: part of the graphdef).
       params: the functional params pytree of :attr:`net` (``[[fwd, bwd], ...]`` per layer), each array
         an ``nnx.Param``.
       deterministic: no dropout when True; ``model.eval()`` sets it, ``model.train()`` clears it.
@@ -57,14 +45,14 @@ class Recurrent(nnx.Module):
     def __init__(
         self,
         cell: Cell,
-        in_features: int,
+        input_size: int,
         num_layers: int = 1,
         *,
         bidirectional: bool = False,
         dropout: float = 0.0,
         time_major: bool = False,
         deterministic: bool = False,
-        params=None,
+        params: StackParams | None = None,
         rngs: nnx.Rngs | None = None,
     ):
         """Build the stack; draw params from ``rngs.params()`` unless ``params`` are given."""
@@ -72,32 +60,27 @@ class Recurrent(nnx.Module):
         if params is None:
             if rngs is None:
                 raise ValueError("rngs is required to initialise the params, e.g. rngs=nnx.Rngs(0); received None")
-            params = net.init(rngs.params(), in_features)
+            params = net.init(rngs.params(), input_size)
         else:
-            _check_params(net, params, in_features)
-        self._static = _Static(net)
+            check_stack_params(net, params, input_size)
+        self.net = net
         self.params = nnx.data(jax.tree.map(nnx.Param, params))
         self.deterministic = bool(deterministic)
         # A forked stream, as nnx.Dropout keeps: its key and count are NNX state, updated under nnx.jit.
         self.rngs = rngs.dropout.fork() if rngs is not None and net.dropout > 0 else nnx.data(None)
 
-    @property
-    def net(self) -> Stack:
-        """The functional :class:`rnnx.Stack` this module runs."""
-        return self._static.net
-
     def __call__(
         self,
-        xs,
+        xs: Inputs,
         *,
-        lengths=None,
-        mask=None,
-        reset=None,
-        initial_carry=None,
+        lengths: Lengths | None = None,
+        mask: Mask | None = None,
+        reset: Mask | None = None,
+        initial_carry: tuple[Carry, ...] | None = None,
         deterministic: bool | None = None,
-        rngs: nnx.Rngs | jax.Array | None = None,
+        rngs: nnx.Rngs | Key | None = None,
         **unroll_kwargs,
-    ) -> tuple[jax.Array, tuple]:
+    ) -> tuple[Outputs, tuple[Carry, ...]]:
         """Run over ``xs (*b, t, d)`` (``(t, *b, d)`` if ``time_major``).
 
         Args:
@@ -113,23 +96,23 @@ class Recurrent(nnx.Module):
         net = self.net
         deterministic = self.deterministic if deterministic is None else deterministic
         key = None if deterministic or net.dropout == 0 else self._dropout_key(rngs)
-        carry, ys = net.apply(
-            self.functional()[1], xs,
-            lengths=lengths, mask=mask, reset=reset, initial_carry=initial_carry, key=key, **unroll_kwargs,
-        )  # fmt: skip
+        options = dict(lengths=lengths, mask=mask, reset=reset, initial_carry=initial_carry, key=key)
+        carry, ys = net.apply(self.functional()[1], xs, **options, **unroll_kwargs)
         return ys, carry
 
-    def initial_carry(self, batch_shape=()) -> tuple:
+    def initial_carry(self, batch_shape: BatchShape = ()) -> tuple[Carry, ...]:
         """The default initial carry, a tuple shaped like a call's final carry."""
         return self.net.initial_carry(self.functional()[1], batch_shape)
 
-    def functional(self) -> tuple[Stack, list]:
+    def functional(self) -> tuple[Stack, StackParams]:
         """``(net, params)``, the functional view: ``net.apply(params, xs)`` returns ``(carry, ys)`` where
         ``self(xs)`` returns ``(ys, carry)``, with the same values (dropout aside)."""
         return self.net, jax.tree.map(lambda p: p[...], self.params, is_leaf=_is_param)
 
     @classmethod
-    def from_functional(cls, net: Stack, params, *, rngs: nnx.Rngs | None = None, deterministic: bool = False):
+    def from_functional(
+        cls, net: Stack, params: StackParams, *, rngs: nnx.Rngs | None = None, deterministic: bool = False
+    ) -> "Recurrent":
         """The module for ``(net, params)`` from :func:`rnnx.stacked` or :func:`rnnx.interop.from_torch`.
 
         Returns an instance of :class:`SimpleRNN`, :class:`LSTM` or :class:`GRU` when the cell is one of
@@ -143,16 +126,15 @@ class Recurrent(nnx.Module):
             raise TypeError(
                 f"{cls.__name__}.from_functional needs a {cls.__name__} stack, received a {net.cell.name} one"
             )
-        in_features = _input_size(params)
-        stack_kwargs = _stack_kwargs(
-            net.num_layers, net.bidirectional, net.dropout, net.time_major, deterministic, params, rngs
-        )
+        input_size = check_stack_params(net, params)
+        options = dict(bidirectional=net.bidirectional, dropout=net.dropout, time_major=net.time_major)
+        options |= dict(deterministic=deterministic, params=params, rngs=rngs)
         if kind is Recurrent:
-            return Recurrent(net.cell, in_features, **stack_kwargs)
+            return Recurrent(net.cell, input_size, net.num_layers, **options)
         config = {k: v for k, v in net.cell.config.items() if k != "hidden_size"}
-        module = kind(in_features, net.cell.hidden_size, **stack_kwargs, **config)
+        module = kind(input_size, net.cell.hidden_size, net.num_layers, **options, **config)
         # The given net, not the rebuilt one: it keeps the cell's initialisers and dtypes.
-        module._static = _Static(net)
+        module.net = net
         return module
 
     def _dropout_key(self, rngs):
@@ -170,39 +152,43 @@ class Recurrent(nnx.Module):
         return rngs
 
 
-def _input_size(params) -> int:
-    try:
-        return int(params[0][0]["w_ih"].shape[0])
-    except (TypeError, KeyError, IndexError, AttributeError):
-        raise ValueError(
-            "params must be a Stack's params, a list over layers of lists over directions of cell params "
-            f"with 'w_ih'; received {type(params).__name__}"
-        ) from None
+class _Named(Recurrent):
+    """A :class:`Recurrent` whose cell is ``rnnx.CELLS[cell_name]``: the constructor the classes below share."""
 
+    cell_name: str
 
-def _check_params(net: Stack, params, in_features: int) -> None:
-    sizes = [in_features] + [net.output_size] * (net.num_layers - 1)
-    expected = [[net.cell.param_shapes(size)] * net.num_directions for size in sizes]
-    received = jax.tree.map(lambda a: tuple(getattr(a, "shape", ())), params)
-    if received != expected:
-        raise ValueError(
-            f"params do not fit {net.cell.name} x {net.num_layers} layer(s) x {net.num_directions} direction(s) "
-            f"with in_features={in_features}: expected shapes {expected}, received {received}"
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        time_major: bool = False,
+        deterministic: bool = False,
+        params: StackParams | None = None,
+        rngs: nnx.Rngs | None = None,
+        **cell_kwargs: Any,
+    ):
+        super().__init__(
+            CELLS[self.cell_name](hidden_size, **cell_kwargs),
+            input_size,
+            num_layers,
+            bidirectional=bidirectional,
+            dropout=dropout,
+            time_major=time_major,
+            deterministic=deterministic,
+            params=params,
+            rngs=rngs,
         )
 
 
-def _stack_kwargs(num_layers, bidirectional, dropout, time_major, deterministic, params, rngs):
-    return dict(
-        num_layers=num_layers, bidirectional=bidirectional, dropout=dropout, time_major=time_major,
-        deterministic=deterministic, params=params, rngs=rngs,
-    )  # fmt: skip
-
-
-class SimpleRNN(Recurrent):
-    """``torch.nn.RNN`` as an NNX module: ``SimpleRNN(in_features, hidden_size, num_layers, ...)``.
+class SimpleRNN(_Named):
+    """``torch.nn.RNN`` as an NNX module: ``SimpleRNN(input_size, hidden_size, num_layers, ...)``.
 
     Args:
-      in_features: ``d``. hidden_size: ``h``. num_layers: stacked layers.
+      input_size: ``d``. hidden_size: ``h``. num_layers: stacked layers.
       bidirectional, dropout, time_major: as in :func:`rnnx.stacked` (dropout between layers).
       deterministic: start with dropout off (``model.eval()`` / ``model.train()`` toggle it).
       params: functional params to hold instead of drawing new ones.
@@ -217,17 +203,11 @@ class SimpleRNN(Recurrent):
     ((4, 5, 16), 4)
     """
 
-    def __init__(self, in_features: int, hidden_size: int, num_layers: int = 1, *, bidirectional: bool = False,
-                 dropout: float = 0.0, time_major: bool = False, deterministic: bool = False, params=None,
-                 rngs: nnx.Rngs | None = None, **cell_kwargs: Any):  # fmt: skip
-        super().__init__(
-            simple_rnn(hidden_size, **cell_kwargs), in_features,
-            **_stack_kwargs(num_layers, bidirectional, dropout, time_major, deterministic, params, rngs),
-        )  # fmt: skip
+    cell_name = "simple_rnn"
 
 
-class LSTM(Recurrent):
-    """``torch.nn.LSTM`` as an NNX module: ``LSTM(in_features, hidden_size, num_layers, ...)``.
+class LSTM(_Named):
+    """``torch.nn.LSTM`` as an NNX module: ``LSTM(input_size, hidden_size, num_layers, ...)``.
 
     Arguments as in :class:`SimpleRNN`; ``**cell_kwargs`` go to :func:`rnnx.lstm` (``forget_bias``, ...).
 
@@ -243,30 +223,19 @@ class LSTM(Recurrent):
     True
     """
 
-    def __init__(self, in_features: int, hidden_size: int, num_layers: int = 1, *, bidirectional: bool = False,
-                 dropout: float = 0.0, time_major: bool = False, deterministic: bool = False, params=None,
-                 rngs: nnx.Rngs | None = None, **cell_kwargs: Any):  # fmt: skip
-        super().__init__(
-            lstm(hidden_size, **cell_kwargs), in_features,
-            **_stack_kwargs(num_layers, bidirectional, dropout, time_major, deterministic, params, rngs),
-        )  # fmt: skip
+    cell_name = "lstm"
 
 
-class GRU(Recurrent):
-    """``torch.nn.GRU`` as an NNX module: ``GRU(in_features, hidden_size, num_layers, ...)``.
+class GRU(_Named):
+    """``torch.nn.GRU`` as an NNX module: ``GRU(input_size, hidden_size, num_layers, ...)``.
 
     Arguments as in :class:`SimpleRNN`; ``**cell_kwargs`` go to :func:`rnnx.gru` (``reset_after``, ...).
     """
 
-    def __init__(self, in_features: int, hidden_size: int, num_layers: int = 1, *, bidirectional: bool = False,
-                 dropout: float = 0.0, time_major: bool = False, deterministic: bool = False, params=None,
-                 rngs: nnx.Rngs | None = None, **cell_kwargs: Any):  # fmt: skip
-        super().__init__(
-            gru(hidden_size, **cell_kwargs), in_features,
-            **_stack_kwargs(num_layers, bidirectional, dropout, time_major, deterministic, params, rngs),
-        )  # fmt: skip
+    cell_name = "gru"
 
 
-_CLASSES = {"simple_rnn": SimpleRNN, "lstm": LSTM, "gru": GRU}
+# Keyed by the registry's names: the class from_functional returns for a stack of that cell.
+_CLASSES = {cls.cell_name: cls for cls in (SimpleRNN, LSTM, GRU)}
 
 __all__ = ["GRU", "LSTM", "Recurrent", "SimpleRNN"]

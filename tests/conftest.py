@@ -1,3 +1,4 @@
+import functools
 import os
 
 import jax
@@ -6,18 +7,30 @@ import pytest
 import rnnx
 from tests import reference
 
-# One registry of cells: every cell gets every test. Each entry: factory, NumPy reference step.
-CELLS = {
-    "rnn_tanh": (lambda h: rnnx.simple_rnn(h), reference.simple_rnn_step),
-    "rnn_relu": (lambda h: rnnx.simple_rnn(h, activation="relu"),
-                 lambda p, h, x: reference.simple_rnn_step(p, h, x, "relu")),
-    "lstm": (lambda h: rnnx.lstm(h), reference.lstm_step),
-    "gru": (lambda h: rnnx.gru(h), reference.gru_step),
-    "gru_reset_before": (lambda h: rnnx.gru(h, reset_after=False),
-                         lambda p, h, x: reference.gru_step(p, h, x, reset_after=False)),
-    "min_gru": (lambda h: rnnx.min_gru(h), reference.min_gru_step),
-    "min_lstm": (lambda h: rnnx.min_lstm(h), reference.min_lstm_step),
-}  # fmt: skip
+# The test registry: every cell of rnnx.CELLS under its registry name, plus variants whose equations differ.
+# Each entry: factory (hidden_size -> Cell), NumPy reference step. A cell added to rnnx.CELLS needs only a
+# reference step here to get every test parametrised over this registry.
+REFERENCES = {
+    "simple_rnn": reference.simple_rnn_step,
+    "lstm": reference.lstm_step,
+    "gru": reference.gru_step,
+    "min_gru": reference.min_gru_step,
+    "min_lstm": reference.min_lstm_step,
+}
+VARIANTS = {
+    "simple_rnn_relu": (
+        functools.partial(rnnx.simple_rnn, activation="relu"),
+        functools.partial(reference.simple_rnn_step, activation="relu"),
+    ),
+    "gru_reset_before": (
+        functools.partial(rnnx.gru, reset_after=False),
+        functools.partial(reference.gru_step, reset_after=False),
+    ),
+}
+_missing = sorted(set(rnnx.CELLS) - set(REFERENCES))
+if _missing:
+    raise RuntimeError(f"rnnx.CELLS has {_missing} without a NumPy reference step: add one to tests/reference.py")
+CELLS = {name: (factory, REFERENCES[name]) for name, factory in rnnx.CELLS.items()} | VARIANTS
 
 B, T, D, H = 3, 6, 5, 7
 

@@ -1,21 +1,312 @@
-"""The benchmark suite runs end to end on a tiny configuration (no timing is asserted)."""
+"""The benchmark suite's machinery on tiny CPU runs: plans, failure rows, budgets, goals, reports, HLO counts.
+
+No timing is asserted: a benchmark reports medians, a test checks that the report is built right.
+"""
 
 import json
+import subprocess
+from pathlib import Path
 
-from benchmarks.__main__ import main
+import jax
+import jax.numpy as jnp
+import pytest
+
+import rnnx
+from benchmarks import hlo, report
+from benchmarks.__main__ import GPU_CELLS, Job, gpu_plan, main, run_config
+from benchmarks.peers import PEERS, Config, Contender, Unsupported, build_rnnx
 
 
-def test_suite_runs_and_writes_results(tmp_path, capsys):
-    main(["--cells", "lstm,gru", "--batch", "2", "--steps", "3", "--input", "4", "--hidden", "5", "--repeats", "1",
-          "--peers", "rnnx,flax.linen,equinox", "--out", str(tmp_path), "--name", "tiny"])  # fmt: skip
+def test_cpu_suite_runs_and_writes_results(tmp_path, capsys):
+    main(
+        [
+            "--suite",
+            "cpu",
+            "--tiny",
+            "--repeats",
+            "1",
+            "--cells",
+            "lstm,gru",
+            "--peers",
+            "rnnx,flax.linen",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "tiny",
+        ]
+    )
     result = json.loads((tmp_path / "tiny.json").read_text())
-    rows = [r for r in result["rows"] if "skipped" not in r]
-    assert {(r["peer"], r["cell"], r["mode"]) for r in rows if r["peer"] == "rnnx"} == {
-        ("rnnx", c, m) for c in ("lstm", "gru") for m in ("forward", "train")
+    rows = [r for r in result["rows"] if r["status"] == "ok"]
+    assert {(r["peer"], r["cell"], r["mode"]) for r in rows} == {
+        (p, c, m) for p in ("rnnx", "flax.linen") for c in ("lstm", "gru") for m in ("forward", "train")
     }
     assert all(r["ratio_to_rnnx"] == 1.0 for r in rows if r["peer"] == "rnnx")
+    assert all(r["tokens_per_s"] == pytest.approx(2 * 4 / (r["median_ms"] * 1e-3)) for r in rows)  # B=2, T=4
     # Parameter counts are the libraries' own: rnnx folds biases, flax keeps the GRU's b_hn too.
     params = {(r["peer"], r["cell"]): r["params"] for r in rows}
-    assert params[("rnnx", "lstm")] == 4 * 5 * (4 + 5 + 1) and params[("rnnx", "gru")] == 3 * 5 * (4 + 5 + 1) + 5
+    assert params[("rnnx", "lstm")] == 4 * 4 * (6 + 4 + 1) and params[("rnnx", "gru")] == 3 * 4 * (6 + 4 + 1) + 4
     out = capsys.readouterr().out
     assert "| lstm | train | rnnx |" in out and "LSTM ~3x slower than GRU" in out
+
+
+def test_gpu_plan_puts_the_headline_first_and_sweeps_without_repeats():
+    jobs = gpu_plan(repeats=15)
+    headline = [j for j in jobs if j.part == "headline"]
+    assert jobs[: len(headline)] == headline  # most valuable first
+    assert [(j.config.dtype, j.config.cell) for j in headline] == [
+        (d, c) for d in ("float32", "bfloat16") for c in GPU_CELLS
+    ]
+    shapes = {(j.config.batch, j.config.steps, j.config.input, j.config.hidden) for j in headline}
+    assert shapes == {(64, 100, 300, 128)}
+    sweeps = [(j.part, j.config.batch, j.config.steps, j.config.hidden) for j in jobs if j.part != "headline"]
+    assert list(dict.fromkeys(p for p, *_ in sweeps)) == ["sweep-hidden", "sweep-steps", "sweep-batch"]
+    assert sorted(set(sweeps)) == sorted(
+        {
+            ("sweep-hidden", 64, 100, 512),
+            ("sweep-hidden", 64, 100, 1024),
+            ("sweep-steps", 64, 1000, 128),
+            ("sweep-batch", 8, 100, 128),
+            ("sweep-batch", 256, 100, 128),
+        }
+    )
+    assert all(j.modes == ("train",) and j.repeats == 5 for j in jobs if j.part != "headline")
+    assert all(j.config.cell in rnnx.CELLS for j in jobs)
+    tiny = gpu_plan(parts=("headline",), cells=("lstm",), dtypes=("float32",), tiny=True)
+    assert [j.config.steps for j in tiny] == [4]
+
+
+def test_a_failing_contender_is_a_row_not_the_end_of_the_run():
+    def unsupported(cfg, modes):
+        raise Unsupported("no bfloat16 here")
+
+    def crashes(cfg, modes):
+        raise RuntimeError("CUDA error: out of memory\nmore detail")
+
+    def fails_later(cfg, modes):
+        def call():
+            raise FloatingPointError("nan")
+
+        return Contender({"forward": call}, 1, {"forward": 0.0}, {"forward": None})
+
+    peers = {"rnnx": build_rnnx, "unsupported": unsupported, "crashes": crashes, "fails later": fails_later}
+    job = Job("headline", Config("lstm", 2, 3, 4, 5), tuple(peers), ("forward",), 1)
+    rows = {r["peer"]: r for r in run_config(job, peers)}
+    assert rows["rnnx"]["status"] == "ok" and rows["rnnx"]["hlo"]["loops"]
+    assert rows["unsupported"]["status"] == "unsupported: no bfloat16 here"
+    assert rows["crashes"]["status"] == "failed: RuntimeError: CUDA error: out of memory"
+    assert rows["fails later"]["status"] == "failed: FloatingPointError: nan"
+
+
+def test_gpu_suite_on_cpu_writes_md_json_png_and_reports_cudnn_unavailable(tmp_path):
+    main(
+        [
+            "--suite",
+            "gpu",
+            "--tiny",
+            "--repeats",
+            "1",
+            "--cells",
+            "lstm",
+            "--sweep-cells",
+            "lstm",
+            "--parts",
+            "headline,steps",
+            "--dtypes",
+            "float32",
+            "--peers",
+            "rnnx,rnnx-cudnn",
+            "--sweep-peers",
+            "rnnx",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "gpu-{device}-tiny",
+        ]
+    )
+    stem = tmp_path / "gpu-cpu-tiny"
+    result = json.loads(stem.with_suffix(".json").read_text())
+    assert {r["part"] for r in result["rows"]} == {"headline", "sweep-steps"}
+    cudnn = [r for r in result["rows"] if r["peer"] == "rnnx-cudnn"]
+    assert cudnn and all(r["status"].startswith("unavailable: needs a GPU") for r in cudnn)
+    text = stem.with_suffix(".md").read_text()
+    assert "## Goals" in text and "kernels per step" in text and "| steps |" in text
+    assert stem.with_suffix(".png").stat().st_size > 0
+
+
+def test_a_spent_budget_skips_and_records_the_remaining_configurations(tmp_path):
+    main(
+        [
+            "--suite",
+            "gpu",
+            "--tiny",
+            "--cells",
+            "lstm,gru",
+            "--parts",
+            "headline",
+            "--dtypes",
+            "float32",
+            "--budget-seconds",
+            "0",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "spent",
+        ]
+    )
+    result = json.loads((tmp_path / "spent.json").read_text())
+    assert result["rows"] == [] and [s["cell"] for s in result["skipped_configs"]] == ["lstm", "gru"]
+    assert "Skipped: time budget exceeded (2 configurations)" in (tmp_path / "spent.md").read_text()
+
+
+def _row(peer, cell, mode, ms, dtype="float32", hidden=128, part="headline"):
+    config = {
+        "cell": cell,
+        "batch": 64,
+        "steps": 100,
+        "input": 300,
+        "hidden": hidden,
+        "layers": 1,
+        "bidirectional": False,
+        "dtype": dtype,
+        "remat": False,
+    }
+    return {
+        "peer": peer,
+        "mode": mode,
+        "part": part,
+        **config,
+        "status": "ok",
+        "median_ms": ms,
+        "min_ms": ms,
+        "max_ms": ms,
+        "tokens_per_s": 6400 / ms,
+    }
+
+
+def test_goals_are_met_or_missed_from_the_ratios_of_one_run():
+    rows = [
+        _row("rnnx", "lstm", "forward", 10.0),
+        _row("flax.linen", "lstm", "forward", 14.0),  # 1.4: met
+        _row("flax.linen OptimizedLSTM", "lstm", "forward", 12.0),  # the fastest flax decides: 1.2, missed
+        _row("rnnx", "gru", "train", 10.0),
+        _row("flax.linen", "gru", "train", 13.0),  # exactly 1.3: met
+        _row("rnnx-auto", "lstm", "forward", 5.4),
+        _row("torch", "lstm", "forward", 5.0),  # 1.08: met
+        _row("rnnx-cudnn", "lstm", "forward", 9.0),  # auto measured: cudnn not a case
+        _row("rnnx-cudnn", "lstm", "train", 12.0),
+        _row("torch", "lstm", "train", 10.0),  # 1.2: missed
+        _row("rnnx-auto", "lstm", "train", 30.0, "bfloat16"),
+        _row("torch", "lstm", "train", 10.0, "bfloat16"),
+        _row("rnnx", "lstm", "train", 30.0, hidden=512, part="sweep-hidden"),
+        _row("rnnx", "lstm", "train", 15.0, "bfloat16", hidden=512, part="sweep-hidden"),  # 2.0: met
+        _row("rnnx", "gru", "train", 20.0, hidden=1024, part="sweep-hidden"),
+        _row("rnnx", "gru", "train", 16.0, "bfloat16", hidden=1024, part="sweep-hidden"),  # 1.25: missed
+        _row("rnnx", "gru", "train", 9.0, "bfloat16", hidden=128, part="sweep-hidden"),  # H < 512: not a case
+        {**_row("flax.linen", "gru", "forward", 1.0), "status": "failed: x"},  # failures are not cases
+    ]
+    cases = {(c["goal"], c["case"]): (round(c["ratio"], 3), c["verdict"]) for c in report.goals(rows)}
+    assert cases == {
+        ("scan", "flax.linen OptimizedLSTM / rnnx, lstm float32 forward"): (1.2, "missed"),
+        ("scan", "flax.linen / rnnx, gru float32 train"): (1.3, "met"),
+        ("cudnn", "rnnx-auto / torch, float32 forward"): (1.08, "met"),
+        ("cudnn", "rnnx-cudnn / torch, float32 train"): (1.2, "missed"),
+        ("cudnn", "rnnx-auto / torch, bfloat16 train"): (3.0, "missed (information only)"),
+        ("bf16", "rnnx lstm B=64 T=100 H=512: float32 / bfloat16"): (2.0, "met"),
+        ("bf16", "rnnx gru B=64 T=100 H=1024: float32 / bfloat16"): (1.25, "missed"),
+    }
+    text = report.goals_markdown(rows)
+    assert text.count("**missed**") == 3
+    met = [_row("rnnx-auto", "lstm", "train", 1.0), _row("torch", "lstm", "train", 1.0)]
+    assert "**met**: LSTM" in report.goals_markdown(met) and "**not measured**: rnnx scan" in report.goals_markdown(met)
+
+
+def test_merge_names_the_device_and_concatenates_parts(tmp_path):
+    env = {"device": "NVIDIA H100 80GB HBM3", "backend": "gpu"}
+    parts = []
+    for i, part in enumerate(("headline", "sweep-hidden")):
+        result = {
+            "name": part,
+            "environment": env,
+            "rows": [_row("rnnx", "lstm", "train", 1.0 + i, part=part)],
+            "skipped_configs": [_row("rnnx", "gru", "train", 1.0, part=part)] * i,
+        }
+        parts.append(tmp_path / f"{part}.json")
+        parts[-1].write_text(json.dumps(result))
+    report.main([str(p) for p in parts] + ["--out", str(tmp_path / "merged")])
+    merged = json.loads((tmp_path / "merged" / "gpu-nvidia-h100-80gb-hbm3.json").read_text())
+    assert len(merged["rows"]) == 2 and len(merged["skipped_configs"]) == 1 and len(merged["parts"]) == 2
+    assert (tmp_path / "merged" / "gpu-nvidia-h100-80gb-hbm3.md").read_text().startswith("# gpu-nvidia-h100")
+
+
+SYNTHETIC_HLO = """HloModule jit_f, entry_computation_layout={(f32[2,8]{1,0})->f32[2,8]{1,0}}
+
+%fused_computation (param_0: f32[2,8]) -> f32[2,8] {
+  %param_0 = f32[2,8]{1,0} parameter(0)
+  ROOT %tanh.1 = f32[2,8]{1,0} tanh(%param_0)
+}
+
+%command_buffer (p: f32[2,8]) -> f32[2,8] {
+  %p = f32[2,8]{1,0} parameter(0)
+  %gemm = (f32[2,8]{1,0}, s8[0]{0}) custom-call(%p, %p), custom_call_target="__cublas$gemm"
+  %gte = f32[2,8]{1,0} get-tuple-element(%gemm), index=0
+  ROOT %fusion.2 = f32[2,8]{1,0} fusion(%gte), kind=kLoop, calls=%fused_computation
+}
+
+%body (arg: (s32[], f32[2,8])) -> (s32[], f32[2,8]) {
+  %arg = (s32[], /*index=1*/f32[2,8]{1,0}) parameter(0)
+  %i = s32[] get-tuple-element(%arg), index=0
+  %h = f32[2,8]{1,0} get-tuple-element(%arg), index=1
+  %call = f32[2,8]{1,0} call(%h), to_apply=%command_buffer
+  %fusion.3 = f32[2,8]{1,0} fusion(%call), kind=kLoop, calls=%fused_computation
+  %add = s32[] add(%i, %i)
+  ROOT %tuple = (s32[], f32[2,8]{1,0}) tuple(%add, %fusion.3)
+}
+
+%cond (arg.1: (s32[], f32[2,8])) -> pred[] {
+  %arg.1 = (s32[], f32[2,8]{1,0}) parameter(0)
+  ROOT %c = pred[] constant(true)
+}
+
+ENTRY %main (x: f32[2,8]) -> f32[2,8] {
+  %x = f32[2,8]{1,0} parameter(0)
+  %t = (s32[], f32[2,8]{1,0}) tuple(%x, %x)
+  %while.1 = (s32[], f32[2,8]{1,0}) while(%t), condition=%cond, body=%body
+  ROOT %out = f32[2,8]{1,0} get-tuple-element(%while.1), index=1
+}
+"""
+
+
+def test_hlo_counts_kernels_per_step_through_calls():
+    counts = hlo.count_kernels(SYNTHETIC_HLO)
+    (loop,) = counts["loops"]
+    assert loop["body"] == "body" and counts["per_step"] == 4  # gemm, fusion in the call; fusion; add
+    assert (loop["fusion"], loop["custom_call"], loop["other"]) == (2, 1, 1)
+    assert loop["custom_call_targets"] == {"__cublas$gemm": 1}
+    assert counts["module"]["while"] == 1 and counts["module"]["kernels"] == 0
+
+
+def test_hlo_counts_a_compiled_scan():
+    cell = rnnx.lstm(4)
+    params = cell.init(jax.random.key(0), 3)
+    compiled = jax.jit(lambda p, x: rnnx.unroll(cell, p, x)[1]).lower(params, jnp.zeros((2, 5, 3))).compile()
+    counts = hlo.count_kernels(compiled.as_text())
+    assert len(counts["loops"]) >= 1 and counts["per_step"] >= 1
+
+
+def test_params_lists_every_registry_cell(capsys):
+    from benchmarks import params
+
+    params.main(["--batch", "1", "--steps", "2", "--input", "3", "--hidden", "2"])
+    out = capsys.readouterr().out
+    assert all(f"| {name} |" in out for name in rnnx.CELLS) and "gru (reset_after=False)" in out
+
+
+def test_every_peer_takes_registry_names():
+    assert set(PEERS) >= {"rnnx", "rnnx-auto", "rnnx-cudnn", "flax.linen", "flax.nnx", "equinox", "torch"}
+    with pytest.raises(ValueError, match="cell must be one of"):
+        Config("rnn")
+
+
+def test_device_script_parses():
+    script = Path(__file__).parent.parent / "benchmarks" / "device.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)

@@ -105,17 +105,46 @@ def test_an_interrupted_save_is_never_taken_for_a_checkpoint(tmp_path, trained, 
     with pytest.raises(FileNotFoundError, match="unfinished temporary directory left by an interrupted save"):
         rnnx.training.checkpoint.restore(partial, state)
 
-    # A directory under the final name that lacks the commit mark or an item (e.g. a truncated copy).
+    # A directory under the final name that lacks an item (e.g. a truncated copy).
     path = rnnx.training.checkpoint.save(tmp_path / "good", state, net=net)
-    (path / "commit_success.txt").unlink()
-    with pytest.raises(FileNotFoundError, match=r"not a complete rnnx checkpoint: \['commit_success.txt'\] missing"):
-        rnnx.training.checkpoint.restore(path, state)
-    path = rnnx.training.checkpoint.save(tmp_path / "good2", state, net=net)
     import shutil
 
     shutil.rmtree(path / "state")
-    with pytest.raises(FileNotFoundError, match=r"\['state'\] missing"):
+    with pytest.raises(FileNotFoundError, match=r"not a complete rnnx checkpoint: \['state'\] missing"):
         rnnx.training.checkpoint.restore(path, state)
+
+
+def test_fit_resumes_from_the_latest_complete_step_past_an_interrupted_save(tmp_path, monkeypatch):
+    from orbax.checkpoint._src.path import atomicity
+
+    xs = jax.random.normal(jax.random.key(0), (6, 4, 3))
+
+    def loss_fn(params, batch, key):
+        return jnp.mean((batch @ params["w"] - 1.0) ** 2), {}
+
+    def batches(epoch):
+        return [xs[(i + epoch) % 6] for i in range(6)]
+
+    params = {"w": jnp.zeros(3)}
+    whole = rnnx.training.fit(loss_fn, params, batches, steps=20)
+    hooks = rnnx.training.Checkpoints(tmp_path / "run", every=10)
+    finalize = atomicity.AtomicRenameTemporaryPath.finalize
+
+    async def crash_at_step_20(self, *args, **kwargs):  # the process dies before orbax's rename of step_20
+        if "step_20" in str(self.get()):
+            raise KeyboardInterrupt("simulated crash")
+        return await finalize(self, *args, **kwargs)
+
+    monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", crash_at_step_20)
+    with pytest.raises(KeyboardInterrupt):
+        rnnx.training.fit(loss_fn, params, batches, steps=20, checkpoints=hooks)
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["step_10", "step_20.orbax-checkpoint-tmp"]
+    with rnnx.training.checkpoint.manager(tmp_path / "run", read_only=True) as manager:
+        assert manager.latest_step() == 10
+    resumed = rnnx.training.fit(loss_fn, params, batches, steps=20, checkpoints=hooks)
+    assert resumed.step == 20 and sorted(p.name for p in (tmp_path / "run").iterdir()) == ["step_10", "step_20"]
+    assert _bits(resumed.last_params) == _bits(whole.last_params)
 
 
 def test_a_different_architecture_fails_with_a_clear_error(tmp_path, trained):

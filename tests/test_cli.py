@@ -11,8 +11,14 @@ from rnnx.apps.cli import main
 
 
 def _run(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "rnnx", *args], capture_output=True, text=True, check=False,
-                          env=os.environ | (env or {}), timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "rnnx", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=os.environ | (env or {}),
+        timeout=300,
+    )
 
 
 def test_hub_name_offline_says_what_to_do_without_a_stack_trace():
@@ -37,13 +43,35 @@ def test_bad_flags_and_missing_files_fail_clearly(tmp_path, capsys):
 
 
 def test_classifier_on_a_local_csv_in_the_hub_format(tmp_path, capsys):
-    rows = ["text,label"] + [f"{'great fine good' if i % 2 else 'awful bad poor'} film number {i},{i % 2}"
-                             for i in range(80)]  # fmt: skip
+    rows = ["text,label"] + [
+        f"{'great fine good' if i % 2 else 'awful bad poor'} film number {i},{i % 2}" for i in range(80)
+    ]
     (tmp_path / "reviews.csv").write_text("\n".join(rows))
     run_dir = tmp_path / "run"
-    argv = ["train", "--task", "classify", "--dataset", str(tmp_path / "reviews.csv"), "--steps", "30",
-            "--eval-every", "10", "--test-size", "16", "--batch-size", "8", "--hidden", "8", "--embed", "8",
-            "--learning-rate", "0.01", "--run-dir", str(run_dir), "--no-progress"]  # fmt: skip
+    argv = [
+        "train",
+        "--task",
+        "classify",
+        "--dataset",
+        str(tmp_path / "reviews.csv"),
+        "--steps",
+        "30",
+        "--eval-every",
+        "10",
+        "--test-size",
+        "16",
+        "--batch-size",
+        "8",
+        "--hidden",
+        "8",
+        "--embed",
+        "8",
+        "--learning-rate",
+        "0.01",
+        "--run-dir",
+        str(run_dir),
+        "--no-progress",
+    ]
     code = main(argv)
     result = json.loads((run_dir / "results.json").read_text())
     assert code == 0 and result["rows"]["test"] == 16 and result["classes"] == 2
@@ -58,9 +86,34 @@ def test_classifier_on_a_local_csv_in_the_hub_format(tmp_path, capsys):
 def test_language_model_trains_on_a_local_text_file_and_generates(tmp_path, capsys):
     (tmp_path / "text.txt").write_text("to be or not to be, that is the question.\n" * 200)
     run_dir = tmp_path / "lm"
-    code = main(["train", "--dataset", str(tmp_path / "text.txt"), "--steps", "20", "--eval-every", "10",
-                 "--hidden", "16", "--embed", "8", "--layers", "1", "--window", "16", "--batch-size", "4",
-                 "--ngram-orders", "2", "--eval-chars", "500", "--run-dir", str(run_dir), "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--dataset",
+            str(tmp_path / "text.txt"),
+            "--steps",
+            "20",
+            "--eval-every",
+            "10",
+            "--hidden",
+            "16",
+            "--embed",
+            "8",
+            "--layers",
+            "1",
+            "--window",
+            "16",
+            "--batch-size",
+            "4",
+            "--ngram-orders",
+            "2",
+            "--eval-chars",
+            "500",
+            "--run-dir",
+            str(run_dir),
+            "--no-progress",
+        ]
+    )
     assert code == 0 and "bits/char" in capsys.readouterr().out
     assert main(["generate", "--run-dir", str(run_dir), "--prompt", "to be", "--length", "30"]) == 0
     text = capsys.readouterr().out[:-1]  # print's newline
@@ -71,3 +124,23 @@ def test_gradients_reports_vanishing_for_a_small_weight_rnn(capsys):
     assert main(["gradients", "--cell", "lstm", "--steps", "12", "--hidden", "8"]) == 0
     out = capsys.readouterr().out
     assert "| 12 |" in out and "log10 ||dc_t/dc_0||" in out
+
+
+def test_params_lists_every_registry_cell_with_its_count(capsys):
+    import rnnx
+
+    assert main(["params", "--input-size", "300", "--hidden-size", "128"]) == 0
+    rows = dict(line.strip("| ").split(" | ") for line in capsys.readouterr().out.splitlines()[2:])
+    assert set(rnnx.CELLS) <= set(rows)
+    counts = {name: int(v.replace(",", "")) for name, v in rows.items()}
+    # REFERENCE.md's counts at input 300, hidden 128.
+    assert counts == {
+        "simple_rnn": 54_912,
+        "lstm": 219_648,
+        "gru": 164_864,
+        "min_gru": 77_056,
+        "min_lstm": 115_584,
+        "gru (reset_after=False)": 164_736,
+    }
+    assert main(["params", "--hidden-size", "0"]) == 2
+    assert "--hidden-size must be a positive integer, received 0" in capsys.readouterr().err

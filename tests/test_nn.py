@@ -30,7 +30,7 @@ def _bits(tree):
 def test_module_equals_the_functional_api_bit_for_bit(kind, xs):
     model = MODULES[kind](D, H, num_layers=2 if kind == "LSTM" else 1, bidirectional=True, rngs=nnx.Rngs(0))
     net, params = model.functional()
-    assert net.cell.name == {"SimpleRNN": "simple_rnn", "LSTM": "lstm", "GRU": "gru"}[kind]
+    assert net.cell.name == MODULES[kind].cell_name and net.cell == rnnx.make_cell(net.cell.name, H)
     ys, carry = nnx.jit(lambda m, x: m(x, lengths=LENGTHS))(model, xs)
     carry_f, ys_f = jax.jit(lambda p, x: net.apply(p, x, lengths=LENGTHS))(params, xs)
     assert _bits((ys, carry)) == _bits((ys_f, carry_f))
@@ -53,7 +53,7 @@ def test_from_functional_and_back_is_lossless(xs):
     assert _bits(model(xs)[0]) == _bits(net.apply(params, xs)[1])
     with pytest.raises(TypeError, match="LSTM.from_functional needs a LSTM stack, received a gru one"):
         rnnx.nn.LSTM.from_functional(net, params)
-    with pytest.raises(ValueError, match=r"params do not fit gru .* in_features=5: expected shapes"):
+    with pytest.raises(ValueError, match=r"params do not fit gru .* input_size=5: expected shapes"):
         rnnx.nn.GRU(D, H, params=[[params[0][0]]])
     with pytest.raises(ValueError, match=r"rngs is required to initialise the params, e.g. rngs=nnx.Rngs\(0\)"):
         rnnx.nn.LSTM(D, H)
@@ -65,12 +65,10 @@ def test_nnx_jit_optimizer_split_merge_and_compile_once(xs):
     model = rnnx.nn.LSTM(D, H, num_layers=2, rngs=nnx.Rngs(0))
     optimizer = nnx.Optimizer(model, optax.adam(5e-2), wrt=nnx.Param)
     targets = jnp.tanh(xs[..., :H])
-    traces = []
 
     @nnx.jit
+    @chex.assert_max_traces(n=1)  # the train step compiles once across same-shaped batches
     def train_step(model, optimizer, x, y):
-        traces.append(1)
-
         def loss_fn(model):
             return jnp.mean((model(x)[0] - y) ** 2)
 
@@ -79,7 +77,6 @@ def test_nnx_jit_optimizer_split_merge_and_compile_once(xs):
         return loss
 
     losses = [float(train_step(model, optimizer, xs, targets)) for _ in range(30)]
-    assert len(traces) == 1, "the train step must compile once across same-shaped batches"
     assert losses[-1] < 0.5 * losses[0], losses
     chex.assert_tree_all_finite(nnx.state(model))
     # jit equals eager; split/merge rebuilds an equal module.
@@ -133,3 +130,30 @@ def test_module_reset_lengths_and_initial_carry(xs):
     assert _bits(run(model, xs, initial_carry=start)) == _bits(run(model, xs, initial_carry=None))
     nonzero = jax.tree.map(lambda a: a + 0.5, start)
     assert not np.allclose(run(model, xs, initial_carry=nonzero)[0], run(model, xs, initial_carry=start)[0])
+
+
+def test_the_stack_is_a_static_attribute_and_equal_modules_share_a_compilation(xs):
+    """The module holds its rnnx.Stack directly; equal configurations give equal graphdefs."""
+    a = rnnx.nn.LSTM(D, H, num_layers=2, rngs=nnx.Rngs(0))
+    b = rnnx.nn.LSTM(D, H, num_layers=2, rngs=nnx.Rngs(1))
+    assert a.net == b.net and a.net is not b.net and nnx.graphdef(a) == nnx.graphdef(b)
+    assert nnx.graphdef(a) != nnx.graphdef(rnnx.nn.LSTM(D, H, num_layers=2, forget_bias=0.0, rngs=nnx.Rngs(0)))
+
+    @nnx.jit
+    @chex.assert_max_traces(n=1)
+    def run(model, x):
+        return model(x)[0]
+
+    assert not np.allclose(run(a, xs), run(b, xs))  # one compilation, two modules with their own params
+    assert type(rnnx.nn.Recurrent(rnnx.min_gru(H), D, rngs=nnx.Rngs(0)).net) is rnnx.Stack
+
+
+def test_named_modules_build_their_cells_through_the_registry():
+    for cls, name in [(rnnx.nn.SimpleRNN, "simple_rnn"), (rnnx.nn.LSTM, "lstm"), (rnnx.nn.GRU, "gru")]:
+        model = cls(input_size=D, hidden_size=H, rngs=nnx.Rngs(0), use_bias=False)
+        assert model.net.cell == rnnx.make_cell(name, H, use_bias=False)
+        net, params = model.functional()
+        assert type(rnnx.nn.Recurrent.from_functional(net, params)) is cls
+    # A cell without a class of its own comes back as a Recurrent.
+    net = rnnx.stacked(rnnx.min_gru(H))
+    assert type(rnnx.nn.Recurrent.from_functional(net, net.init(jax.random.key(0), D))) is rnnx.nn.Recurrent

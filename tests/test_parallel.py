@@ -13,8 +13,11 @@ import pytest
 
 import rnnx
 from tests import reference
+from tests.conftest import CELLS
 
-MIN_CELLS = {"min_gru": (rnnx.min_gru, reference.min_gru_step), "min_lstm": (rnnx.min_lstm, reference.min_lstm_step)}
+# Every cell of the test registry whose step is a linear recurrence (Cell.coefficients): a new parallel-scan
+# cell in rnnx.CELLS gets these tests too.
+MIN_CELLS = {name: entry for name, entry in CELLS.items() if entry[0](1).coefficients is not None}
 B, T, D, H = 3, 9, 4, 5
 
 
@@ -42,8 +45,17 @@ def test_parallel_equals_sequential_with_everything_at_once(name, reverse):
     lengths = jnp.array([T, 6, 2])
 
     def loss(params, xs, h0, parallel):
-        carry, ys = rnnx.unroll(cell, params, xs, lengths=lengths, mask=mask, reset=reset, initial_carry=h0,
-                                reverse=reverse, parallel=parallel)  # fmt: skip
+        carry, ys = rnnx.unroll(
+            cell,
+            params,
+            xs,
+            lengths=lengths,
+            mask=mask,
+            reset=reset,
+            initial_carry=h0,
+            reverse=reverse,
+            parallel=parallel,
+        )
         return jnp.sum(jnp.sin(ys)) + jnp.sum(carry**2), (carry, ys)
 
     grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True), static_argnums=3)
@@ -63,8 +75,9 @@ def test_parallel_matches_numpy_reference_with_a_negative_initial_state(name):
     for reverse in (False, True):
         carry, ys = rnnx.unroll(cell, params, xs, lengths=lengths, initial_carry=h0, reverse=reverse)
         start = lambda n: np.asarray(h0[n], np.float64)  # noqa: E731
-        finals, expected = reference.run(MIN_CELLS[name][1], params, np.asarray(xs), start, lengths=lengths,
-                                         reverse=reverse)  # fmt: skip
+        finals, expected = reference.run(
+            MIN_CELLS[name][1], params, np.asarray(xs), start, lengths=lengths, reverse=reverse
+        )
         np.testing.assert_allclose(ys, expected, atol=1e-5)
         np.testing.assert_allclose(carry, np.stack(finals), atol=1e-5)
 

@@ -14,8 +14,10 @@ import rnnx
 CELL = rnnx.gru(4)
 PARAMS = CELL.init(jax.random.key(0), 3)
 XS = jax.random.normal(jax.random.key(1), (3, 6, 3))
-RUN = jax.jit(lambda xs, lengths, mask, reverse: rnnx.unroll(CELL, PARAMS, xs, lengths=lengths, mask=mask,
-                                                             reverse=reverse), static_argnums=3)  # fmt: skip
+RUN = jax.jit(
+    lambda xs, lengths, mask, reverse: rnnx.unroll(CELL, PARAMS, xs, lengths=lengths, mask=mask, reverse=reverse),
+    static_argnums=3,
+)
 
 
 @settings(max_examples=25, deadline=None)

@@ -1,4 +1,7 @@
-"""rnnx.stacked: layers compose, bidirectional equals its halves, dropout needs a key."""
+"""rnnx.stacked: layers compose, bidirectional equals its halves, dropout needs a key; a Stack is static."""
+
+import dataclasses
+import functools
 
 import chex
 import jax
@@ -67,3 +70,44 @@ def test_stack_initial_carry_and_time_major():
     np.testing.assert_allclose(jnp.swapaxes(ys, 0, 1), ys_bm, atol=1e-6)
     chex.assert_trees_all_close(carry, carry_bm, atol=1e-6)
     assert float(jnp.abs(net.apply(params, xs)[1] - ys).max()) > 1e-3  # the initial carry mattered
+
+
+def test_stacks_compare_and_hash_by_configuration():
+    net = rnnx.stacked(rnnx.lstm(4), num_layers=2, bidirectional=True, dropout=0.1)
+    same = rnnx.stacked(rnnx.lstm(4), num_layers=2, bidirectional=True, dropout=0.1)
+    assert net == same and hash(net) == hash(same) and jax.tree.leaves(net) == []
+    others = [
+        dataclasses.replace(net, cell=rnnx.lstm(5)),
+        dataclasses.replace(net, cell=rnnx.lstm(4, dtype=jnp.bfloat16)),
+        dataclasses.replace(net, num_layers=3),
+        dataclasses.replace(net, bidirectional=False),
+        dataclasses.replace(net, dropout=0.2),
+        dataclasses.replace(net, time_major=True),
+    ]
+    assert len({net, same, *others}) == 1 + len(others)
+
+
+def test_jit_with_the_stack_static_compiles_once_for_equal_stacks_and_again_for_different_ones():
+    make = lambda **kw: rnnx.stacked(rnnx.gru(4, **kw), num_layers=2, bidirectional=True)  # noqa: E731
+    params = make().init(jax.random.key(0), D)
+    xs = jax.random.normal(jax.random.key(1), (B, T, D))
+
+    @functools.partial(jax.jit, static_argnums=0)
+    @chex.assert_max_traces(n=1)
+    def run(net, params, xs):
+        return net.apply(params, xs)[1]
+
+    np.testing.assert_array_equal(run(make(), params, xs), run(make(), params, xs))
+
+    traces = []
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def count(net, params, xs):
+        traces.append(net)
+        return net.apply(params, xs)[1]
+
+    count(make(), params, xs)
+    count(make(), params, xs)
+    assert len(traces) == 1
+    count(make(reset_after=False), make(reset_after=False).init(jax.random.key(0), D), xs)
+    assert len(traces) == 2

@@ -11,7 +11,7 @@ from tests.conftest import require_torch
 
 torch = require_torch()
 
-MODULES = {"RNN": "rnn", "LSTM": "lstm", "GRU": "gru"}
+MODULES = {"RNN": "simple_rnn", "LSTM": "lstm", "GRU": "gru"}  # torch.nn class -> rnnx.CELLS name
 CASES = list(itertools.product(MODULES, [1, 2], [False, True]))  # module, num_layers, bidirectional
 B, T, D, H = 4, 7, 5, 6
 LENGTHS = [7, 5, 2, 1]
@@ -28,8 +28,9 @@ def _run_torch(module, xs, lengths=None):
         if lengths is None:
             out, state = module(x)
         else:
-            packed = torch.nn.utils.rnn.pack_padded_sequence(x, torch.tensor(lengths), batch_first=True,
-                                                             enforce_sorted=False)  # fmt: skip
+            packed = torch.nn.utils.rnn.pack_padded_sequence(
+                x, torch.tensor(lengths), batch_first=True, enforce_sorted=False
+            )
             out, state = module(packed)
             out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
     h_n, c_n = state if isinstance(state, tuple) else (state, None)
@@ -53,14 +54,21 @@ def _check(net, params, module, xs, lengths):
 def test_from_torch_matches_torch_outputs_and_final_states(kind, num_layers, bidirectional, packed):
     module = _torch_module(kind, num_layers, bidirectional)
     net, params = rnnx.interop.from_torch(module)
-    assert net.cell.name == {"RNN": "simple_rnn", "LSTM": "lstm", "GRU": "gru"}[kind]
+    assert net.cell.name == MODULES[kind]
     xs = np.random.default_rng(0).normal(size=(B, T, D)).astype(np.float32)
     error = _check(net, params, module, xs, LENGTHS if packed else None)
     assert error < 1e-5, f"max abs error {error:.2e}"
 
 
-@pytest.mark.parametrize("kind, kw", [("RNN", dict(nonlinearity="relu")), ("LSTM", dict(bias=False)),
-                                      ("GRU", dict(bias=False)), ("RNN", dict(bias=False))])  # fmt: skip
+@pytest.mark.parametrize(
+    "kind, kw",
+    [
+        ("RNN", dict(nonlinearity="relu")),
+        ("LSTM", dict(bias=False)),
+        ("GRU", dict(bias=False)),
+        ("RNN", dict(bias=False)),
+    ],
+)
 def test_from_torch_relu_and_no_bias(kind, kw):
     module = _torch_module(kind, 2, True, **kw)
     net, params = rnnx.interop.from_torch(module)

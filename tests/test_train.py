@@ -12,7 +12,7 @@ import pytest
 
 import rnnx
 from rnnx import training as train
-from rnnx.apps import data, models
+from rnnx.apps import baselines, corpora, data, models
 from rnnx.training import losses, metrics
 
 
@@ -40,16 +40,24 @@ def test_binary_and_multiclass_losses_and_accuracy_respect_weights():
     assert float(losses.cross_entropy(multi, jnp.array([0, 1]))) == pytest.approx(math.log1p(math.exp(-1.0)), rel=1e-6)
 
 
-def test_clipping_records_norms_before_and_after():
-    optimizer = train.default_optimizer(learning_rate=0.1, clip_norm=1.0)
+def test_the_step_clips_with_optax_and_reports_norms_before_and_after():
     params = {"w": jnp.zeros(4)}
-    state = optimizer.init(params)
-    grads = {"w": jnp.array([3.0, 4.0, 0.0, 0.0])}
-    updates, state = optimizer.update(grads, state, params)
-    clip = optax.tree_utils.tree_get(state, "ClipState")
-    assert float(clip.grad_norm) == pytest.approx(5.0) and float(clip.clipped_norm) == pytest.approx(1.0)
-    # The default is exactly clip-then-Adam: Adam's first step moves every coordinate by -lr * sign(g).
-    np.testing.assert_allclose(updates["w"], [-0.1, -0.1, 0.0, 0.0], atol=1e-6)
+    loss_fn = lambda p, g, key: (p["w"] @ g, {})  # noqa: E731  the gradient is the batch itself
+    grads = jnp.array([3.0, 4.0, 0.0, 0.0])
+    step = train.make_train_step(loss_fn, train.default_optimizer(learning_rate=0.1), clip_norm=1.0)
+    state, out = step.update(step.init(params), grads, jax.random.key(0))
+    assert float(out["grad_norm"]) == pytest.approx(5.0) and float(out["clipped_grad_norm"]) == pytest.approx(1.0)
+    assert int(state.step) == 1 and state.carry is None
+    # Exactly clip-then-Adam: Adam's first step moves every coordinate by -lr * sign(g).
+    np.testing.assert_allclose(state.params["w"], [-0.1, -0.1, 0.0, 0.0], atol=1e-6)
+    chain = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(0.1))
+    updates, _ = chain.update({"w": grads}, chain.init(params), params)
+    chex.assert_trees_all_equal(state.params, optax.apply_updates(params, updates))
+    # Below the bound nothing is clipped; without a bound there is no clipped norm.
+    _, out = step.update(step.init(params), grads / 10, jax.random.key(0))
+    assert float(out["clipped_grad_norm"]) == pytest.approx(0.5) == float(out["grad_norm"])
+    unclipped = train.make_train_step(loss_fn, train.default_optimizer(0.1), clip_norm=None)
+    assert set(unclipped.update(unclipped.init(params), grads, jax.random.key(0))[1]) == {"loss", "grad_norm"}
 
 
 def _toy_problem():
@@ -71,20 +79,70 @@ def _toy_problem():
 
 def test_train_step_compiles_once_per_batch_shape():
     loss_fn, batches, params = _toy_problem()
-    traces = []
-
-    def counted(params, batch, key):
-        traces.append(batch[0].shape)
-        return loss_fn(params, batch, key)
-
-    optimizer = train.default_optimizer()
-    step = train.make_train_step(counted, optimizer)
-    state = optimizer.init(params)
+    counted = chex.assert_max_traces(loss_fn, n=1)
+    step = train.make_train_step(counted, train.default_optimizer())
+    state = step.init(params)
     for batch in batches(0)[:4]:
-        params, state, out = step(params, state, batch, jax.random.key(0))
-    assert len(traces) == 1 and set(out) == {"loss", "grad_norm", "clipped_grad_norm"}
-    step(params, state, (batches(0)[0][0][:5], batches(0)[0][1][:5]), jax.random.key(0))
-    assert len(traces) == 2
+        state, out = step.update(state, batch, jax.random.key(0))
+    assert set(out) == {"loss", "grad_norm", "clipped_grad_norm"} and int(state.step) == 4
+    with pytest.raises(AssertionError, match="traced > 1 times"):  # another batch shape compiles again
+        step.update(state, (batches(0)[0][0][:5], batches(0)[0][1][:5]), jax.random.key(0))
+
+
+def test_fit_compiles_its_step_once_and_reports_through_on_log(tmp_path):
+    loss_fn, batches, params = _toy_problem()
+    records = []
+    result = train.fit(
+        chex.assert_max_traces(loss_fn, n=1),
+        params,
+        batches,
+        steps=30,
+        log_every=10,
+        evaluation=train.Evaluation(lambda p: {"loss": float(loss_fn(p, batches(0)[0], None)[0])}, 15),
+        on_log=records.append,
+    )
+    assert result.step == 30 and [h["step"] for h in result.history] == [15, 30]
+    assert [(r["step"], "eval" in r) for r in records] == [
+        (10, False),
+        (15, True),
+        (20, False),
+        (30, False),
+        (30, True),
+    ]
+    assert records[0]["epoch"] == 1 and set(records[0]) == {
+        "time",
+        "step",
+        "epoch",
+        "loss",
+        "grad_norm",
+        "clipped_grad_norm",
+    }
+    # A true return value from on_log stops training after that step, which is evaluated as the last.
+    stopped = train.fit(
+        loss_fn,
+        params,
+        batches,
+        steps=30,
+        log_every=1,
+        on_log=lambda r: r["step"] == 7,
+        evaluation=train.Evaluation(lambda p: {"loss": 0.0}, 15),
+    )
+    assert stopped.step == 7 and stopped.stopped_early and [h["step"] for h in stopped.history] == [7]
+
+
+def test_fit_takes_an_iterable_of_batches_and_resumes_it_bit_exactly(tmp_path):
+    loss_fn, batches, params = _toy_problem()
+    stream = [b for epoch in range(3) for b in batches(epoch)]  # 24 batches: the epochs end to end
+    by_epoch = train.fit(loss_fn, params, batches, steps=20)
+    whole = train.fit(loss_fn, params, iter(stream), steps=20)
+    chex.assert_trees_all_equal(whole.last_params, by_epoch.last_params)
+    hooks = train.Checkpoints(tmp_path / "run", every=5, max_to_keep=2)
+    train.fit(loss_fn, params, iter(stream), steps=12, checkpoints=hooks)
+    resumed = train.fit(loss_fn, params, iter(stream), steps=20, checkpoints=hooks)  # skips the 12 batches trained on
+    chex.assert_trees_all_equal(whole.last_params, resumed.last_params)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["step_15", "step_20"]  # max_to_keep
+    short = train.fit(loss_fn, params, stream[:6], steps=20, on_log=(records := []).append, log_every=4)
+    assert short.step == 6 and [r["step"] for r in records] == [4, 6]  # a stream that runs out ends the fit
 
 
 def test_learning_rate_schedules():
@@ -100,12 +158,14 @@ def test_resumed_fit_ends_with_the_same_params_as_an_uninterrupted_one(tmp_path,
     loss_fn, batches, params = _toy_problem()
     evaluate = lambda p: {"loss": float(loss_fn(p, batches(0)[0], None)[0])}  # noqa: E731
     learning_rate = train.learning_rate_schedule(schedule, 0.05, 30)  # cosine: resuming must continue its count
-    kwargs = dict(steps=30, evaluate=evaluate, eval_every=10, checkpoint_every=10, progress=False,
-                  optimizer=train.default_optimizer(learning_rate))  # fmt: skip
-    whole = train.fit(loss_fn, params, batches, checkpoint_dir=tmp_path / "a", **kwargs)
-    train.fit(loss_fn, params, batches, checkpoint_dir=tmp_path / "b", **(kwargs | {"steps": 20}))
+    kwargs = dict(
+        steps=30, evaluation=train.Evaluation(evaluate, every=10), optimizer=train.default_optimizer(learning_rate)
+    )
+    hooks = lambda name: train.Checkpoints(tmp_path / name, every=10)  # noqa: E731
+    whole = train.fit(loss_fn, params, batches, checkpoints=hooks("a"), **kwargs)
+    train.fit(loss_fn, params, batches, checkpoints=hooks("b"), **(kwargs | {"steps": 20}))
     log = tmp_path / "b.jsonl"
-    resumed = train.fit(loss_fn, params, batches, checkpoint_dir=tmp_path / "b", log_path=log, **kwargs)
+    resumed = train.fit(loss_fn, params, batches, checkpoints=hooks("b"), on_log=train.jsonl_log(log), **kwargs)
     assert resumed.step == 30 and log.read_text().count('"step": 30') == 2  # metrics line + eval line
     chex.assert_trees_all_equal(whole.last_params, resumed.last_params)
     chex.assert_trees_all_equal(whole.opt_state, resumed.opt_state)
@@ -122,8 +182,8 @@ def test_early_stopping_keeps_the_best_params():
         seen.append(p)
         return {"score": next(scores)}
 
-    result = train.fit(loss_fn, params, batches, steps=50, evaluate=evaluate, eval_every=5, monitor="score",
-                       patience=2, progress=False)  # fmt: skip
+    evaluation = train.Evaluation(evaluate, every=5, monitor="score", patience=2)
+    result = train.fit(loss_fn, params, batches, steps=50, evaluation=evaluation)
     assert result.stopped_early and result.step == 20 and len(result.history) == 4
     chex.assert_trees_all_equal(result.params, seen[1])
 
@@ -156,7 +216,7 @@ def test_stream_windows_are_contiguous_per_lane():
 
 
 def test_character_language_model_learns_on_a_shakespeare_slice():
-    text = rnnx.apps.corpora.shakespeare()["text"][6][:60_000]  # Hamlet
+    text = corpora.shakespeare()["text"][6][:60_000]  # Hamlet
     vocab = data.Vocab.build([text], level="char")
     ids = np.asarray(vocab.encode(text), np.int32)
     windows = data.stream_windows(ids[:50_000], batch_size=16, window=32)
@@ -177,9 +237,14 @@ def test_character_language_model_learns_on_a_shakespeare_slice():
 
     params = model.init(jax.random.key(0))
     before = float(bits(params))
-    result = train.fit(loss_fn, params, lambda epoch: windows, steps=150, progress=False,
-                       optimizer=train.default_optimizer(learning_rate=3e-3),
-                       initial_carry=model.net.initial_carry(params["rnn"], (16,)))  # fmt: skip
+    result = train.fit(
+        loss_fn,
+        params,
+        lambda epoch: windows,
+        steps=150,
+        optimizer=train.default_optimizer(learning_rate=3e-3),
+        initial_carry=model.net.initial_carry(params["rnn"], (16,)),
+    )
     after = float(bits(result.params))
     assert before > 0.95 * math.log2(len(vocab)) and after < 3.6, (before, after)  # from ~uniform to well below
 
@@ -187,7 +252,7 @@ def test_character_language_model_learns_on_a_shakespeare_slice():
 def test_simple_rnn_classifier_beats_the_majority_class_on_a_trec_slice():
     pytest.importorskip("datasets")
     try:
-        dataset = rnnx.apps.corpora.trec()
+        dataset = corpora.trec()
     except data.DataUnavailable as why:
         pytest.skip(str(why))
     texts, names = dataset["text"][:1500], sorted(set(dataset["label"]))
@@ -200,19 +265,27 @@ def test_simple_rnn_classifier_beats_the_majority_class_on_a_trec_slice():
         logits = model.apply(params, batch["tokens"], batch["lengths"])
         return losses.cross_entropy(logits, batch["labels"], batch["weights"]), {}
 
-    train_batches = lambda epoch: data.padded_batches(ids[:1200], labels[:1200], batch_size=32, buckets=(32,),  # noqa: E731
-                                                      seed=0, epoch=epoch, drop_last=True)  # fmt: skip
-    result = train.fit(loss_fn, model.init(jax.random.key(0)), train_batches, steps=400, progress=False,
-                       optimizer=train.default_optimizer(learning_rate=3e-3))  # fmt: skip
+    def train_batches(epoch):
+        return data.padded_batches(
+            ids[:1200], labels[:1200], batch_size=32, buckets=(32,), seed=0, epoch=epoch, drop_last=True
+        )
+
+    result = train.fit(
+        loss_fn,
+        model.init(jax.random.key(0)),
+        train_batches,
+        steps=400,
+        optimizer=train.default_optimizer(learning_rate=3e-3),
+    )
     test = data.padded_batches(ids[1200:], labels[1200:], batch_size=300, buckets=(32,))[0]
     accuracy = float(metrics.accuracy(model.apply(result.params, test["tokens"], test["lengths"]), test["labels"]))
-    majority = rnnx.apps.baselines.majority_accuracy(labels[:1200], labels[1200:])
+    majority = baselines.majority_accuracy(labels[:1200], labels[1200:])
     assert accuracy > majority + 0.25, (accuracy, majority)
 
 
 def _glove_or_skip():
     try:
-        return rnnx.apps.corpora.glove50(["the", ",", "qwxzvq"])
+        return corpora.glove50(["the", ",", "qwxzvq"])
     except data.DataUnavailable as why:
         pytest.skip(str(why))
 
@@ -226,18 +299,19 @@ def test_glove50_vectors_are_glove_6b_50d():
 
 
 def test_pretrained_embedding_fills_known_words_and_keeps_the_rest():
-    from rnnx.apps.experiments import ClassifierConfig, _initial_classifier_params
+    from rnnx.apps.config import ClassifierConfig, ConfigError, validate
+    from rnnx.apps.experiments import _initial_classifier_params
 
     _glove_or_skip()
     vocab = data.Vocab.build(["the film is qwxzvq"])
     model = models.classifier(rnnx.stacked(rnnx.lstm(4)), len(vocab), 50, 1)
     params, coverage = _initial_classifier_params(model, vocab, ClassifierConfig(embed=50, pretrained="glove50"))
     fresh = model.init(jax.random.key(0))
-    vectors, found = rnnx.apps.corpora.glove50(vocab.tokens)
+    vectors, found = corpora.glove50(vocab.tokens)
     np.testing.assert_array_equal(params["embed"][found], vectors[found])
     np.testing.assert_array_equal(params["embed"][~found], fresh["embed"][~found])  # specials, "qwxzvq"
     assert coverage == found.mean() and 0 < coverage < 1
-    with pytest.raises(ValueError, match="embed must be 50, received 128"):
-        _initial_classifier_params(model, vocab, ClassifierConfig(embed=128, pretrained="glove50"))
-    with pytest.raises(ValueError, match="pretrained must be one of .*received 'word2vec'"):
-        _initial_classifier_params(model, vocab, ClassifierConfig(pretrained="word2vec"))
+    with pytest.raises(ConfigError, match="embed must be 50, received 128"):  # checked before any data is read
+        validate(ClassifierConfig(embed=128, pretrained="glove50"))
+    with pytest.raises(ConfigError, match="pretrained must be one of .*received 'word2vec'"):
+        validate(ClassifierConfig(pretrained="word2vec"))

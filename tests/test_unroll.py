@@ -22,8 +22,9 @@ def _np_carry(carry, n):
 def test_unroll_matches_numpy_reference_with_lengths(cell_name, cell, params, xs, reverse):
     carry0 = jax.tree.map(lambda c: c + 0.2, cell.initial_carry(params, (B,)))
     carry, ys = rnnx.unroll(cell, params, xs, lengths=LENGTHS, initial_carry=carry0, reverse=reverse)
-    finals, expected = reference.run(CELLS[cell_name][1], params, np.asarray(xs), lambda n: _np_carry(carry0, n),
-                                     lengths=LENGTHS, reverse=reverse)  # fmt: skip
+    finals, expected = reference.run(
+        CELLS[cell_name][1], params, np.asarray(xs), lambda n: _np_carry(carry0, n), lengths=LENGTHS, reverse=reverse
+    )
     np.testing.assert_allclose(ys, expected, atol=1e-5)
     assert float(jnp.abs(ys[2]).max()) == 0.0 and float(jnp.abs(ys[1, 2:]).max()) == 0.0  # exactly zero
     for n in range(B):

@@ -5,4 +5,4 @@ never import it. Its data pipeline uses Hugging Face ``datasets``, imported when
 ``import rnnx`` works without it.
 """
 
-__all__ = ["baselines", "cli", "corpora", "data", "experiments", "models"]
+__all__ = ["baselines", "cli", "config", "console", "corpora", "data", "experiments", "models"]

@@ -23,8 +23,18 @@ def _bag_of_words(ids, vocab_size):
     return np.log1p(counts)
 
 
-def bow_logistic_regression(train_ids, train_labels, test_ids, test_labels, *, vocab_size: int, num_classes: int,
-                            l2: float = 1e-4, steps: int = 300, learning_rate: float = 0.05) -> float:  # fmt: skip
+def bow_logistic_regression(
+    train_ids,
+    train_labels,
+    test_ids,
+    test_labels,
+    *,
+    vocab_size: int,
+    num_classes: int,
+    l2: float = 1e-4,
+    steps: int = 300,
+    learning_rate: float = 0.05,
+) -> float:
     """Test accuracy of multinomial logistic regression on log(1 + token counts), trained full-batch with Adam."""
     x_train, x_test = _bag_of_words(train_ids, vocab_size), _bag_of_words(test_ids, vocab_size)
     y_train = jnp.asarray(train_labels)
@@ -87,3 +97,10 @@ class CharNGram:
         start = self.order - 1
         total = sum(-math.log2(self._prob(text[i - start : i], text[i])) for i in range(start, len(text)))
         return total / (len(text) - start)
+
+
+__all__ = [
+    "CharNGram",
+    "bow_logistic_regression",
+    "majority_accuracy",
+]

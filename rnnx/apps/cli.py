@@ -1,40 +1,22 @@
 """The ``rnnx`` command line (also ``python -m rnnx``): train, generate, gradients, params.
 
 rnnx train                                   # a short GRU character model on the embedded Shakespeare
-rnnx train --task classify --dataset trec --cell rnn
+rnnx train --task classify --dataset trec --cell simple_rnn
 rnnx train --task classify --dataset reviews.csv --text-column review --label-column sentiment
 rnnx generate --run-dir runs/language_model --prompt "ROMEO." --temperature 0.8
-rnnx gradients --cell rnn
+rnnx gradients --cell simple_rnn
 rnnx params
 """
 
 import argparse
-import dataclasses
 import sys
 
+from rnnx.apps.config import ClassifierConfig, ConfigError, LanguageModelConfig, add_config_flags, config_from_args
 from rnnx.apps.data import DataUnavailable
-
-
-def add_config_flags(parser, config_class, skip=()):
-    """One ``--flag`` per config field, typed from its default. Defaults stay None here, so that the task's
-    own config default applies (the two tasks share flags such as --learning-rate with different defaults)."""
-    for field in dataclasses.fields(config_class):
-        if field.name in skip:
-            continue
-        flag, default = "--" + field.name.replace("_", "-"), field.default
-        note = f"default {default!r}"
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=note)
-        elif isinstance(default, tuple):
-            parser.add_argument(flag, type=int, nargs="+", default=None, help=note)
-        else:
-            kind = int if field.name == "patience" else (str if default is None else type(default))
-            parser.add_argument(flag, type=kind, default=None, help=note)
+from rnnx.core import CELLS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rnnx.apps.experiments import CELLS, ClassifierConfig, LanguageModelConfig
-
     parser = argparse.ArgumentParser(
         prog="rnnx", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -43,15 +25,20 @@ def build_parser() -> argparse.ArgumentParser:
     lm = commands.add_parser("train", help="train a language model (default) or a classifier; ends with metrics")
     lm.add_argument("--task", choices=["lm", "classify"], default="lm")
     lm.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
-    lm.add_argument("--dataset", default=None, help="lm: shakespeare or text file(s); classify: trec, trec-fine, "
-                    "rotten_tomatoes, a Hub name, or csv/json/parquet file(s)")  # fmt: skip
-    lm.add_argument("--cell", choices=sorted(CELLS), default=None, help="default gru (lm), rnn (classify)")
+    lm.add_argument(
+        "--dataset",
+        default=None,
+        help="lm: shakespeare or text file(s); classify: trec, trec-fine, rotten_tomatoes, a Hub name, "
+        "or csv/json/parquet file(s)",
+    )
+    lm.add_argument("--cell", choices=sorted(CELLS), default=None, help="default gru (lm), simple_rnn (classify)")
     lm.add_argument("--hidden", type=int, default=None, help="default 128 (lm), 64 (classify)")
     lm.add_argument("--steps", type=int, default=None, help="updates (default 300; the examples run longer)")
     lm.add_argument("--run-dir", default=None)
+    seen = {"dataset", "cell", "hidden", "steps", "run_dir"}
     for config_class, title in ((LanguageModelConfig, "--task lm"), (ClassifierConfig, "--task classify")):
-        add_config_flags(lm.add_argument_group(f"{title} (shared flags are listed once)"), config_class,
-                    skip={"dataset", "cell", "hidden", "steps", "run_dir"} | _seen(lm))  # fmt: skip
+        group = lm.add_argument_group(f"{title} (shared flags are listed once)")
+        seen |= add_config_flags(group, config_class, skip=seen)
 
     gen = commands.add_parser("generate", help="sample text from a trained language model's run directory")
     gen.add_argument("--run-dir", default="runs/language_model")
@@ -61,71 +48,78 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
 
     grads = commands.add_parser("gradients", help="gradient-flow diagnostics of a cell at initialisation")
-    grads.add_argument("--cell", choices=sorted(CELLS), default="rnn")
+    grads.add_argument("--cell", choices=sorted(CELLS), default="simple_rnn")
     grads.add_argument("--hidden", type=int, default=64)
     grads.add_argument("--steps", type=int, default=100, help="sequence length T")
     grads.add_argument("--seed", type=int, default=0)
 
-    commands.add_parser("params", help="the parameter-count table and a forward pass of every cell")
+    counts = commands.add_parser("params", help="the parameter count of every cell in rnnx.CELLS")
+    counts.add_argument("--input-size", type=int, default=300)
+    counts.add_argument("--hidden-size", type=int, default=128)
     return parser
 
 
-def _seen(parser) -> set:
-    return {a.dest for a in parser._actions}
-
-
-def config_from_args(args, config_class, **defaults):
-    """``config_class`` from the flags given on the command line, else ``defaults``, else its own defaults."""
-    names = {f.name for f in dataclasses.fields(config_class)}
-    given = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in names and v is not None}
-    return config_class(**(defaults | given))
-
-
-def train(args) -> dict:
+def _train(args) -> dict:
     from rnnx.apps import experiments
+    from rnnx.apps.console import progress_bar, say
 
     if args.task == "lm":
-        cfg = config_from_args(args, experiments.LanguageModelConfig, steps=300)
-        result = experiments.train_language_model(cfg, progress=args.progress)
-        print(f"{cfg.cell} language model, {result['steps']} steps in {result['train_seconds']} s: held-out "
-              f"{result['test_bits_per_char']:.3f} bits/char (perplexity {result['test_perplexity']:.2f}); "
-              f"{result['ngram_order']}-gram baseline {result['ngram_test_bits_per_char']:.3f} bits/char; "
-              f"uniform {result['uniform_bits_per_char']:.3f}. Results in {cfg.run_dir}/results.json")  # fmt: skip
+        cfg = config_from_args(args, LanguageModelConfig, steps=300)
+        with progress_bar(cfg.steps, enabled=args.progress) as on_log:
+            result = experiments.train_language_model(cfg, on_log=on_log, say=say)
+        print(
+            f"{cfg.cell} language model, {result['steps']} steps in {result['train_seconds']} s: held-out "
+            f"{result['test_bits_per_char']:.3f} bits/char (perplexity {result['test_perplexity']:.2f}); "
+            f"{result['ngram_order']}-gram baseline {result['ngram_test_bits_per_char']:.3f} bits/char; "
+            f"uniform {result['uniform_bits_per_char']:.3f}. Results in {cfg.run_dir}/results.json"
+        )
     else:
-        cfg = config_from_args(args, experiments.ClassifierConfig, steps=300)
-        result = experiments.train_classifier(cfg, progress=args.progress)
-        print(f"{cfg.cell} classifier on {cfg.dataset}, {result['steps']} steps: test accuracy "
-              f"{result['test_accuracy']:.4f}; majority {result['majority_accuracy']:.4f}; bag-of-words logistic "
-              f"regression {result['bow_logreg_accuracy']:.4f}. Results in {cfg.run_dir}/results.json")  # fmt: skip
+        cfg = config_from_args(args, ClassifierConfig, steps=300)
+        with progress_bar(cfg.steps, enabled=args.progress) as on_log:
+            result = experiments.train_classifier(cfg, on_log=on_log, say=say)
+        print(
+            f"{cfg.cell} classifier on {cfg.dataset}, {result['steps']} steps: test accuracy "
+            f"{result['test_accuracy']:.4f}; majority {result['majority_accuracy']:.4f}; bag-of-words logistic "
+            f"regression {result['bow_logreg_accuracy']:.4f}. Results in {cfg.run_dir}/results.json"
+        )
     return result
 
 
-def generate(args) -> str:
+def _generate(args) -> str:
     import jax
 
     from rnnx.apps import experiments, models
     from rnnx.apps.data import SPECIALS
 
+    if args.temperature <= 0:
+        raise ConfigError(f"--temperature must be positive, received {args.temperature}")
     model, params, vocab = experiments.restore_language_model(args.run_dir)
     prompt = vocab.encode(args.prompt)
     if not prompt:
-        raise SystemExit("rnnx generate: error: --prompt must contain at least one character")
-    ids = models.sample(model, params, prompt, length=args.length, key=jax.random.key(args.seed),
-                        temperature=args.temperature, exclude=range(len(SPECIALS)))  # fmt: skip
+        raise ConfigError("--prompt must contain at least one character")
+    ids = models.sample(
+        model,
+        params,
+        prompt,
+        length=args.length,
+        key=jax.random.key(args.seed),
+        temperature=args.temperature,
+        exclude=range(len(SPECIALS)),
+    )
     text = args.prompt + vocab.decode(ids)
     print(text)
     return text
 
 
-def gradients(args) -> dict:
+def _gradients(args) -> dict:
     """Gradient flow of a freshly initialised cell on random inputs: log10 norms at a few steps."""
     import jax
     import jax.numpy as jnp
 
     from rnnx import diagnostics
-    from rnnx.apps import experiments
+    from rnnx.core import make_cell
 
-    cell = experiments.CELLS[args.cell](args.hidden)
+    cell = make_cell(args.cell, args.hidden)
     params = cell.init(jax.random.key(args.seed), 2)
     xs = jax.random.normal(jax.random.key(args.seed + 1), (8, args.steps, 2))
     jac = diagnostics.jacobian_norms(cell, params, xs, log=True)
@@ -133,31 +127,53 @@ def gradients(args) -> dict:
     grad_h = getattr(grads, "h", grads)
     marks = sorted({1, max(1, args.steps // 4), max(1, args.steps // 2), args.steps})
     report = {
-        "cell": args.cell, "hidden": args.hidden, "steps": args.steps,
+        "cell": args.cell,
+        "hidden": args.hidden,
+        "steps": args.steps,
         "log10_dhT_dh0": {t: float(jnp.mean(jac["dh_dh0"][:, t - 1])) for t in marks},
         "log10_dL_dh_t": {t: float(jnp.log10(grad_h[t - 1])) for t in marks},
-    }  # fmt: skip
+    }
     if "dc_dc0" in jac:
         report["log10_dcT_dc0"] = {t: float(jnp.mean(jac["dc_dc0"][:, t - 1])) for t in marks}
     print(f"{args.cell} (hidden {args.hidden}) at initialisation, random inputs, loss on the last output:")
-    print("| t | log10 ||dh_t/dh_0|| |" + (" log10 ||dc_t/dc_0|| |" if "dc_dc0" in jac else "")
-          + " log10 ||dL/dh_t|| |")  # fmt: skip
+    print(
+        "| t | log10 ||dh_t/dh_0|| |" + (" log10 ||dc_t/dc_0|| |" if "dc_dc0" in jac else "") + " log10 ||dL/dh_t|| |"
+    )
     for t in marks:
         cells = [report["log10_dhT_dh0"][t]] + ([report["log10_dcT_dc0"][t]] if "dc_dc0" in jac else [])
         print(f"| {t} | " + " | ".join(f"{v:.2f}" for v in cells) + f" | {report['log10_dL_dh_t'][t]:.2f} |")
     return report
 
 
+def _params(args) -> dict:
+    """The parameter count of every registry cell (and the reset-before GRU) at one input and hidden size."""
+    import jax
+
+    import rnnx
+
+    for flag, value in (("--input-size", args.input_size), ("--hidden-size", args.hidden_size)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be a positive integer, received {value}")
+    rows = {name: (name, {}) for name in rnnx.CELLS} | {"gru (reset_after=False)": ("gru", {"reset_after": False})}
+    counts = {}
+    print(f"| cell | parameters (input {args.input_size}, hidden {args.hidden_size}) |")
+    print("|---|---|")
+    for label, (name, kwargs) in rows.items():
+        cell = rnnx.make_cell(name, args.hidden_size, **kwargs)
+        shapes = jax.eval_shape(lambda key, cell=cell: cell.init(key, args.input_size), jax.random.key(0))
+        counts[label] = rnnx.count_params(shapes)
+        print(f"| {label} | {counts[label]:,} |")
+    return counts
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "params":
-            from benchmarks.params import main as params
-
-            params()
-        else:
-            {"train": train, "generate": generate, "gradients": gradients}[args.command](args)
-    except (DataUnavailable, FileNotFoundError, ValueError) as error:
+        {"train": _train, "generate": _generate, "gradients": _gradients, "params": _params}[args.command](args)
+    except (ConfigError, DataUnavailable) as error:  # bad input or unavailable data; anything else is a bug
         print(f"rnnx {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+__all__ = ["build_parser", "main"]

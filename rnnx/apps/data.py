@@ -120,7 +120,7 @@ def encode(dataset, vocab: Vocab, *, text_column="text", max_length: int | None 
     return dataset.map(batch, batched=True, num_proc=num_proc, desc="tokenising")
 
 
-def bucket_length(length: int, buckets: Sequence[int]) -> int:
+def _bucket_length(length: int, buckets: Sequence[int]) -> int:
     """The smallest bucket >= ``length`` (the largest bucket if none is)."""
     for b in sorted(buckets):
         if length <= b:
@@ -128,8 +128,9 @@ def bucket_length(length: int, buckets: Sequence[int]) -> int:
     return max(buckets)
 
 
-def padded_batches(ids, labels, *, batch_size: int, buckets=(16, 32, 64, 128), seed=None, epoch=0,
-                   drop_last=False, sort_within=None) -> list[dict]:  # fmt: skip
+def padded_batches(
+    ids, labels, *, batch_size: int, buckets=(16, 32, 64, 128), seed=None, epoch=0, drop_last=False, sort_within=None
+) -> list[dict]:
     """Pad token-id lists into fixed-size batches.
 
     Args:
@@ -145,15 +146,16 @@ def padded_batches(ids, labels, *, batch_size: int, buckets=(16, 32, 64, 128), s
     order = np.arange(len(ids)) if seed is None else np.random.default_rng((seed, epoch)).permutation(len(ids))
     if sort_within:
         window = batch_size * sort_within
-        order = np.concatenate([sorted(order[i : i + window], key=lambda k: len(ids[k]))
-                                for i in range(0, len(order), window)]).astype(int)  # fmt: skip
+        order = np.concatenate(
+            [sorted(order[i : i + window], key=lambda k: len(ids[k])) for i in range(0, len(order), window)]
+        ).astype(int)
     batches = []
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         if len(rows) < batch_size and drop_last:
             break
         longest = max(1, max(len(ids[k]) for k in rows))
-        width = bucket_length(longest, buckets)
+        width = _bucket_length(longest, buckets)
         tokens = np.zeros((batch_size, width), np.int32)
         lengths = np.zeros(batch_size, np.int32)
         out_labels = np.zeros(batch_size, np.asarray(labels[rows[0]]).dtype)
@@ -189,3 +191,19 @@ def stream_windows(ids: np.ndarray, *, batch_size: int, window: int) -> np.ndarr
     lanes = np.stack([ids[r * lane : r * lane + num_windows * window + 1] for r in range(batch_size)])
     starts = np.arange(num_windows) * window
     return np.stack([lanes[:, s : s + window + 1] for s in starts])
+
+
+__all__ = [
+    "BOS",
+    "EOS",
+    "PAD",
+    "SPECIALS",
+    "UNK",
+    "DataUnavailable",
+    "Vocab",
+    "encode",
+    "load",
+    "padded_batches",
+    "stream_windows",
+    "tokenize",
+]

@@ -39,8 +39,11 @@ def classifier(net: Stack, vocab_size: int, embed_dim: int, num_classes: int, *,
 
     def init(key):
         k_embed, k_rnn, k_out = jax.random.split(key, 3)
-        return {"embed": jax.random.normal(k_embed, (vocab_size, embed_dim)) * 0.1,
-                "rnn": net.init(k_rnn, embed_dim), **_dense_init(k_out, net.output_size, num_classes)}  # fmt: skip
+        return {
+            "embed": jax.random.normal(k_embed, (vocab_size, embed_dim)) * 0.1,
+            "rnn": net.init(k_rnn, embed_dim),
+            **_dense_init(k_out, net.output_size, num_classes),
+        }
 
     def apply(params, tokens, lengths, key=None):
         k_in, k_rnn, k_out = (None,) * 3 if key is None else jax.random.split(key, 3)
@@ -68,8 +71,11 @@ def language_model(net: Stack, vocab_size: int, embed_dim: int) -> Model:
 
     def init(key):
         k_embed, k_rnn, k_out = jax.random.split(key, 3)
-        return {"embed": jax.random.normal(k_embed, (vocab_size, embed_dim)) * 0.1,
-                "rnn": net.init(k_rnn, embed_dim), **_dense_init(k_out, net.output_size, vocab_size)}  # fmt: skip
+        return {
+            "embed": jax.random.normal(k_embed, (vocab_size, embed_dim)) * 0.1,
+            "rnn": net.init(k_rnn, embed_dim),
+            **_dense_init(k_out, net.output_size, vocab_size),
+        }
 
     def apply(params, tokens, carry=None, key=None):
         carry, ys = net.apply(params["rnn"], params["embed"][tokens], initial_carry=carry, key=key)
@@ -97,3 +103,11 @@ def sample(model: Model, params, prompt_ids, *, length: int, key, temperature: f
 
     _, tokens = jax.lax.scan(step, (logits[:, -1], carry), jax.random.split(key, length))
     return [int(t) for t in tokens]
+
+
+__all__ = [
+    "Model",
+    "classifier",
+    "language_model",
+    "sample",
+]

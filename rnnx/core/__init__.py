@@ -7,7 +7,11 @@ Pure JAX; nothing here imports flax, optax, orbax or ``datasets``, and nothing p
 - :mod:`rnnx.core.registry`: ``CELLS``, the one name -> factory mapping, and ``make_cell``;
 - :mod:`rnnx.core.unroll`: ``unroll``, one cell over a sequence (lengths, masks, resets, reverse);
 - :mod:`rnnx.core.stack`: ``stacked``, layers and directions with dropout between them;
-- :mod:`rnnx.core.tbptt`: windows of a long sequence, for truncated backpropagation through time.
+- :mod:`rnnx.core.tbptt`: windows of a long sequence, for truncated backpropagation through time;
+- :mod:`rnnx.core.typing`: the array types of the signatures, with the axis letters defined once.
+
+Cells and stacks are static configuration: they compare and hash by their factory arguments, so they can be
+static arguments of ``jax.jit``.
 """
 
 from rnnx.core import tbptt as tbptt

@@ -1,7 +1,7 @@
 """Recurrent cells as parameter pytrees plus pure functions.
 
-Axis letters used throughout: ``b`` batch (any number of axes), ``t`` time, ``d`` input features,
-``h`` hidden units, ``g`` gates (1 for the simple RNN, 3 for the GRU, 4 for the LSTM).
+Axis letters as in :mod:`rnnx.core.typing`: ``b`` batch (any number of axes), ``t`` time, ``d`` input
+features, ``h`` hidden units, ``g`` gate blocks (1 for the simple RNN, 3 for the GRU, 4 for the LSTM).
 
 Every cell splits its update into two pure functions so that the sequence runner can choose where the
 input projection happens without a second copy of any equation:
@@ -26,15 +26,21 @@ Equinox instead draw everything from U(-1/sqrt(h), 1/sqrt(h)); pass ``torch_init
 ``kernel_init``, ``recurrent_init`` and ``bias_init`` (with ``forget_bias=0``) to reproduce that.
 """
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Hashable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
-Params = dict[str, jax.Array]
-Initializer = Callable[..., jax.Array]
+from rnnx.core._common import check_hidden_size, check_input_size, draw, gate_blocks, input_projection
+from rnnx.core.typing import BatchShape, Carry, Hidden, Initializer, Key, Params, Projected, Step
+
+# The factory arguments that say how a cell is initialised and in which dtypes it computes: part of
+# Cell.spec (they change the results), but not of Cell.config, the architecture record.
+_SETUP = frozenset({"kernel_init", "recurrent_init", "bias_init", "dtype", "param_dtype"})
 
 
 class LSTMCarry(NamedTuple):
@@ -44,48 +50,100 @@ class LSTMCarry(NamedTuple):
     c: jax.Array
 
 
-class Cell(NamedTuple):
-    """A recurrent cell: configuration closed over by pure functions.
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True, repr=False)
+class Cell:
+    """A recurrent cell: static configuration and the pure functions a factory built from it.
+
+    A cell compares and hashes by ``name`` and ``spec`` only. Two cells from equal factory calls are equal
+    (``rnnx.lstm(8) == rnnx.lstm(8)``) and compute the same function, so a cell can be a static argument of
+    ``jax.jit`` (``static_argnums``) or a static attribute of an NNX module, and equal cells share one
+    compilation. JAX sees a cell as a pytree with no leaves, never as a pytree of functions.
 
     Attributes:
-      name: the factory's name, e.g. ``"lstm"``.
-      hidden_size: ``h``.
-      gates: ``g``, the number of gate blocks in ``w_ih`` and ``w_hh``.
+      name: the factory's name in :data:`rnnx.CELLS`, e.g. ``"lstm"``.
+      spec: ``(argument, value)`` pairs of every factory argument that changes what the cell computes:
+        the :attr:`config` items, then the initialisers as given (None for the defaults, which the factory
+        applies) and the dtypes (``jnp.dtype``, None for a compute dtype that follows the params).
+      gates: ``g``, the number of gate blocks in ``w_ih`` (and ``w_hh``).
       init: ``(key, input_size) -> params``.
       initial_carry: ``(params, batch_shape=()) -> carry``.
       project: ``(params, x (*b, d)) -> xp (*b, g*h)``.
       step: ``(params, carry, xp) -> (carry, y (*b, h))``.
       param_shapes: ``(input_size) -> {name: shape}``, what ``init`` returns.
-      config: the factory's keyword arguments, for interop and error messages.
       coefficients: ``(params, xp) -> (a, b)``, each ``(*b, h)``, for cells whose step is the elementwise
         linear recurrence ``h_t = a_t * h_{t-1} + b_t`` (no recurrent matrix); ``rnnx.unroll`` then runs all
         steps at once with a parallel scan (:mod:`rnnx.core.parallel`). None for every other cell.
+
+    >>> import jax, jax.numpy as jnp, rnnx
+    >>> rnnx.lstm(8) == rnnx.lstm(8), rnnx.lstm(8) == rnnx.lstm(8, dtype=jnp.bfloat16)
+    (True, False)
+    >>> rnnx.gru(8, reset_after=False)
+    gru(hidden_size=8, reset_after=False, use_bias=True, learn_initial_carry=False)
     """
 
     name: str
-    hidden_size: int
-    gates: int
-    init: Callable[[jax.Array, int], Params]
-    initial_carry: Callable[..., Any]
-    project: Callable[[Params, jax.Array], jax.Array]
-    step: Callable[[Params, Any, jax.Array], tuple[Any, jax.Array]]
-    param_shapes: Callable[[int], dict[str, tuple[int, ...]]]
-    config: dict
-    coefficients: Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]] | None = None
+    spec: tuple[tuple[str, Hashable], ...]
+    gates: int = dataclasses.field(compare=False)
+    init: Callable[[Key, int], Params] = dataclasses.field(compare=False)
+    initial_carry: Callable[..., Carry] = dataclasses.field(compare=False)
+    project: Callable[[Params, Step], Projected] = dataclasses.field(compare=False)
+    step: Callable[[Params, Carry, Projected], tuple[Carry, Hidden]] = dataclasses.field(compare=False)
+    param_shapes: Callable[[int], dict[str, tuple[int, ...]]] = dataclasses.field(compare=False)
+    coefficients: Callable[[Params, Projected], tuple[Hidden, Hidden]] | None = dataclasses.field(
+        default=None, compare=False
+    )
 
-    def apply(self, params: Params, carry: Any, x: jax.Array) -> tuple[Any, jax.Array]:
+    @property
+    def config(self) -> dict[str, Any]:
+        """The factory's architecture arguments (``hidden_size``, ``activation``, ``use_bias``, ...), a new dict.
+
+        What interop and checkpoint records read; :attr:`spec` without the initialisers and dtypes.
+        """
+        return {k: v for k, v in self.spec if k not in _SETUP}
+
+    @property
+    def hidden_size(self) -> int:
+        """``h``."""
+        return dict(self.spec)["hidden_size"]
+
+    def apply(self, params: Params, carry: Carry, x: Step) -> tuple[Carry, Hidden]:
         """One time step: ``(carry, x (*b, d)) -> (carry, y (*b, h))``."""
         return self.step(params, carry, self.project(params, x))
 
+    def __repr__(self) -> str:
+        shown = [(k, v) for k, v in self.spec if k not in _SETUP or not _is_default(k, v)]
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in shown)})"
 
-def torch_init(hidden_size: int) -> Initializer:
-    """PyTorch's and Equinox's default: U(-1/sqrt(h), 1/sqrt(h)) for every weight and bias."""
-    bound = 1.0 / np.sqrt(hidden_size)
 
-    def init(key, shape, dtype=jnp.float32):
+def _is_default(name: str, value) -> bool:
+    return value is None or (name == "param_dtype" and value == jnp.dtype(jnp.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class _TorchInit:
+    """U(-1/sqrt(h), 1/sqrt(h)); a frozen dataclass, so equal bounds give equal, hashable initialisers."""
+
+    hidden_size: int
+
+    def __call__(self, key: Key, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+        bound = 1.0 / np.sqrt(self.hidden_size)
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
-    return init
+    def __repr__(self) -> str:
+        return f"torch_init({self.hidden_size!r})"
+
+
+def torch_init(hidden_size: int) -> Initializer:
+    """PyTorch's and Equinox's default: U(-1/sqrt(h), 1/sqrt(h)) for every weight and bias.
+
+    Initialisers compare by value, so cells built with them do too:
+
+    >>> import rnnx
+    >>> rnnx.torch_init(8) == rnnx.torch_init(8), rnnx.lstm(8, bias_init=rnnx.torch_init(8)) == rnnx.lstm(8)
+    (True, False)
+    """
+    return _TorchInit(hidden_size)
 
 
 def count_params(params) -> int:
@@ -96,62 +154,6 @@ def count_params(params) -> int:
     219648
     """
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
-
-
-def check_params(cell: Cell, params) -> int:
-    """Raise a ValueError unless ``params`` were made by ``cell.init``; return their ``input_size``."""
-    received = _shapes(params)
-    w_ih = received.get("w_ih") if isinstance(received, dict) else None
-    input_size = w_ih[0] if w_ih and len(w_ih) == 2 else None
-    expected = cell.param_shapes(input_size) if input_size else None
-    if expected != received:
-        raise ValueError(
-            f"params do not fit the cell {_describe(cell)}: expected arrays "
-            f"{expected or cell.param_shapes('d')}, received {received}. "
-            "Were they made by another cell's init?"
-        )
-    return input_size
-
-
-def _shapes(params):
-    if isinstance(params, dict) and all(hasattr(v, "shape") for v in params.values()):
-        return {k: tuple(v.shape) for k, v in params.items()}
-    return jax.tree.map(lambda v: tuple(getattr(v, "shape", ())), params)
-
-
-def _describe(cell: Cell) -> str:
-    args = ", ".join(f"{k}={v!r}" for k, v in cell.config.items())
-    return f"{cell.name}({args})"
-
-
-def _check_hidden_size(hidden_size) -> None:
-    if not isinstance(hidden_size, (int, np.integer)) or isinstance(hidden_size, bool) or hidden_size <= 0:
-        raise ValueError(f"hidden_size must be a positive integer, received {hidden_size!r}")
-
-
-def check_input_size(input_size) -> None:
-    if not isinstance(input_size, (int, np.integer)) or input_size <= 0:
-        raise ValueError(f"input_size must be a positive integer, received {input_size!r}")
-
-
-def draw(initializer, key, shape, param_dtype):
-    """One initialiser draw, made in float32 and then cast: LAPACK's QR (orthogonal) has no bfloat16 kernel."""
-    return initializer(key, shape, jnp.float32).astype(param_dtype)
-
-
-def gate_blocks(initializer, key, rows: int, hidden: int, gates: int, param_dtype):
-    """A ``(rows, gates * hidden)`` weight drawn one ``(rows, hidden)`` gate block at a time."""
-    keys = jax.random.split(key, gates)
-    return jnp.concatenate([draw(initializer, k, (rows, hidden), param_dtype) for k in keys], axis=-1)
-
-
-def input_projection(params, x, dtype, use_bias: bool = True):
-    """``x @ w_ih + b`` in the compute ``dtype`` (None: the params' dtype): every cell's ``project``."""
-    w = params["w_ih"] if dtype is None else params["w_ih"].astype(dtype)
-    xp = x.astype(w.dtype) @ w
-    if not use_bias:
-        return xp
-    return xp + (params["b"] if dtype is None else params["b"].astype(dtype))
 
 
 def _make_cell(
@@ -172,8 +174,24 @@ def _make_cell(
     param_dtype,
     config,
 ):
-    """Assemble the Cell functions shared by every gated layout ``w_ih, w_hh, b (+ extras)``."""
-    _check_hidden_size(hidden_size)
+    """Assemble the Cell functions shared by every gated layout ``w_ih, w_hh, b (+ extras)``.
+
+    The initialisers arrive as the user gave them (None for the defaults), so that ``Cell.spec`` records
+    them as given; the defaults are applied here.
+    """
+    check_hidden_size(hidden_size)
+    dtype = None if dtype is None else jnp.dtype(dtype)
+    param_dtype = jnp.dtype(param_dtype)
+    setup = dict(
+        kernel_init=kernel_init,
+        recurrent_init=recurrent_init,
+        bias_init=bias_init,
+        dtype=dtype,
+        param_dtype=param_dtype,
+    )
+    kernel_init = kernel_init or jax.nn.initializers.glorot_uniform()
+    recurrent_init = recurrent_init or jax.nn.initializers.orthogonal()
+    bias_init = bias_init or jax.nn.initializers.zeros
     h, gh = hidden_size, gates * hidden_size
 
     def param_shapes(input_size):
@@ -203,8 +221,8 @@ def _make_cell(
     def compute(params):
         return params if dtype is None else jax.tree.map(lambda p: p.astype(dtype), params)
 
-    def initial_carry(params, batch_shape=()):
-        carry_dtype = dtype or params["w_hh"].dtype
+    def initial_carry(params, batch_shape: BatchShape = ()):
+        carry_dtype = params["w_hh"].dtype if dtype is None else dtype
         shape = (*tuple(batch_shape), h)
         states = [
             jnp.broadcast_to(params[f"{n}0"].astype(carry_dtype), shape)
@@ -219,22 +237,13 @@ def _make_cell(
 
     return Cell(
         name=name,
-        hidden_size=h,
+        spec=(*config.items(), *setup.items()),
         gates=gates,
         init=init,
         initial_carry=initial_carry,
         project=project,
         step=lambda params, carry, xp: step(compute(params), carry, xp),
         param_shapes=param_shapes,
-        config=config,
-    )
-
-
-def _defaults(kernel_init, recurrent_init, bias_init):
-    return dict(
-        kernel_init=kernel_init or jax.nn.initializers.glorot_uniform(),
-        recurrent_init=recurrent_init or jax.nn.initializers.orthogonal(),
-        bias_init=bias_init or jax.nn.initializers.zeros,
     )
 
 
@@ -250,8 +259,8 @@ def simple_rnn(
     kernel_init: Initializer | None = None,
     recurrent_init: Initializer | None = None,
     bias_init: Initializer | None = None,
-    dtype=None,
-    param_dtype=jnp.float32,
+    dtype: DTypeLike | None = None,
+    param_dtype: DTypeLike = jnp.float32,
 ) -> Cell:
     """Elman RNN cell, as ``torch.nn.RNN``.
 
@@ -286,13 +295,24 @@ def simple_rnn(
         return h, h
 
     return _make_cell(
-        "simple_rnn", hidden_size, 1, step,
-        carry_names=("h",), use_bias=use_bias, extra_shapes=(), bias_fill=lambda h: 0.0,
-        learn_initial_carry=learn_initial_carry, dtype=dtype, param_dtype=param_dtype,
-        config=dict(hidden_size=hidden_size, activation=activation, use_bias=use_bias,
-                    learn_initial_carry=learn_initial_carry),
-        **_defaults(kernel_init, recurrent_init, bias_init),
-    )  # fmt: skip
+        "simple_rnn",
+        hidden_size,
+        1,
+        step,
+        carry_names=("h",),
+        use_bias=use_bias,
+        extra_shapes=(),
+        bias_fill=lambda h: 0.0,
+        learn_initial_carry=learn_initial_carry,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        config=dict(
+            hidden_size=hidden_size, activation=activation, use_bias=use_bias, learn_initial_carry=learn_initial_carry
+        ),
+        kernel_init=kernel_init,
+        recurrent_init=recurrent_init,
+        bias_init=bias_init,
+    )
 
 
 def lstm(
@@ -304,8 +324,8 @@ def lstm(
     kernel_init: Initializer | None = None,
     recurrent_init: Initializer | None = None,
     bias_init: Initializer | None = None,
-    dtype=None,
-    param_dtype=jnp.float32,
+    dtype: DTypeLike | None = None,
+    param_dtype: DTypeLike = jnp.float32,
 ) -> Cell:
     """Long short-term memory cell (Hochreiter & Schmidhuber 1997), as ``torch.nn.LSTM``.
 
@@ -342,14 +362,24 @@ def lstm(
         return LSTMCarry(h, c), h
 
     return _make_cell(
-        "lstm", hidden_size, 4, step,
-        carry_names=("h", "c"), use_bias=use_bias, extra_shapes=(),
+        "lstm",
+        hidden_size,
+        4,
+        step,
+        carry_names=("h", "c"),
+        use_bias=use_bias,
+        extra_shapes=(),
         bias_fill=lambda h: np.concatenate([np.zeros(h), np.full(h, forget_bias), np.zeros(2 * h)]),
-        learn_initial_carry=learn_initial_carry, dtype=dtype, param_dtype=param_dtype,
-        config=dict(hidden_size=hidden_size, forget_bias=forget_bias, use_bias=use_bias,
-                    learn_initial_carry=learn_initial_carry),
-        **_defaults(kernel_init, recurrent_init, bias_init),
-    )  # fmt: skip
+        learn_initial_carry=learn_initial_carry,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        config=dict(
+            hidden_size=hidden_size, forget_bias=forget_bias, use_bias=use_bias, learn_initial_carry=learn_initial_carry
+        ),
+        kernel_init=kernel_init,
+        recurrent_init=recurrent_init,
+        bias_init=bias_init,
+    )
 
 
 def gru(
@@ -361,8 +391,8 @@ def gru(
     kernel_init: Initializer | None = None,
     recurrent_init: Initializer | None = None,
     bias_init: Initializer | None = None,
-    dtype=None,
-    param_dtype=jnp.float32,
+    dtype: DTypeLike | None = None,
+    param_dtype: DTypeLike = jnp.float32,
 ) -> Cell:
     """Gated recurrent unit (Cho et al. 2014), in either placement of the reset gate.
 
@@ -412,11 +442,24 @@ def gru(
         return hnew, hnew
 
     return _make_cell(
-        "gru", hidden_size, 3, step_after if reset_after else step_before,
-        carry_names=("h",), use_bias=use_bias, extra_shapes=("b_hn",) if reset_after else (),
+        "gru",
+        hidden_size,
+        3,
+        step_after if reset_after else step_before,
+        carry_names=("h",),
+        use_bias=use_bias,
+        extra_shapes=("b_hn",) if reset_after else (),
         bias_fill=lambda h: 0.0,
-        learn_initial_carry=learn_initial_carry, dtype=dtype, param_dtype=param_dtype,
-        config=dict(hidden_size=hidden_size, reset_after=reset_after, use_bias=use_bias,
-                    learn_initial_carry=learn_initial_carry),
-        **_defaults(kernel_init, recurrent_init, bias_init),
-    )  # fmt: skip
+        learn_initial_carry=learn_initial_carry,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        config=dict(
+            hidden_size=hidden_size, reset_after=reset_after, use_bias=use_bias, learn_initial_carry=learn_initial_carry
+        ),
+        kernel_init=kernel_init,
+        recurrent_init=recurrent_init,
+        bias_init=bias_init,
+    )
+
+
+__all__ = ["Cell", "LSTMCarry", "count_params", "gru", "lstm", "simple_rnn", "torch_init"]

@@ -1,6 +1,6 @@
 """Parallel-scan recurrent cells: minGRU and minLSTM (Feng et al. 2024, arXiv 2410.01201).
 
-Axis letters as in :mod:`rnnx.core.cells`: ``b`` batch, ``t`` time, ``d`` input features, ``h`` hidden units.
+Axis letters as in :mod:`rnnx.core.typing`: ``b`` batch, ``t`` time, ``d`` input features, ``h`` hidden units.
 
 Neither cell has a recurrent matrix: every gate depends on ``x_t`` alone, so each step is an elementwise
 *linear* recurrence
@@ -20,9 +20,10 @@ overflow. ``jax.lax.associative_scan`` over pairs ``(a, b)`` with the combine
 in float32 without logs, costs no ``exp``/``log`` per combine, and accepts an initial state of either
 sign. (The log form needs ``log h_0``, which is NaN for a negative initial state: one way for the parallel
 and sequential results of a port to differ with a non-zero initial state.)
-``python -m benchmarks.parallel`` compares the forms: at t=10,000 (float32) the paper's was 5.5x slower
-than this one and off by 2.8e-3 from a float64 loop, against 7.9e-7. The log space is kept where it pays: in the
-minLSTM normalisation ``f/(f + i)``, computed from log-sigmoids so that it stays finite when both gates
+``python -m benchmarks.parallel`` compares the forms side by side (results in ``benchmarks/results/`` and
+the README): the paper's form is slower, since every combine pays an ``exp`` and a ``log``, and less
+accurate over long sequences, since it divides by running products. The log space is kept where it pays: in
+the minLSTM normalisation ``f/(f + i)``, computed from log-sigmoids so that it stays finite when both gates
 underflow.
 """
 
@@ -30,20 +31,14 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
-from rnnx.core.cells import (
-    Cell,
-    Initializer,
-    Params,
-    _check_hidden_size,
-    check_input_size,
-    draw,
-    gate_blocks,
-    input_projection,
-)
+from rnnx.core._common import check_hidden_size, check_input_size, draw, gate_blocks, input_projection
+from rnnx.core.cells import Cell
+from rnnx.core.typing import BatchShape, Coefficients, Hidden, Initializer
 
 
-def g(x):
+def _g(x):
     """The paper's positive activation for candidate states: ``x + 0.5`` for ``x >= 0``, ``sigmoid(x)`` below.
 
     Continuous with slope 1 at 0 and always positive, so that the paper's log-space scan is defined.
@@ -56,8 +51,8 @@ def min_gru(
     *,
     kernel_init: Initializer | None = None,
     bias_init: Initializer | None = None,
-    dtype=None,
-    param_dtype=jnp.float32,
+    dtype: DTypeLike | None = None,
+    param_dtype: DTypeLike = jnp.float32,
 ) -> Cell:
     """minGRU (Feng et al. 2024): a GRU whose gates see only the input.
 
@@ -95,7 +90,7 @@ def min_gru(
 
     def coefficients(p, xp):
         k, candidate = jnp.split(_accumulate(xp), 2, axis=-1)
-        return jax.nn.sigmoid(-k), jax.nn.sigmoid(k) * g(candidate)
+        return jax.nn.sigmoid(-k), jax.nn.sigmoid(k) * _g(candidate)
 
     return _make_min_cell("min_gru", hidden_size, 2, coefficients, kernel_init, bias_init, dtype, param_dtype)
 
@@ -105,8 +100,8 @@ def min_lstm(
     *,
     kernel_init: Initializer | None = None,
     bias_init: Initializer | None = None,
-    dtype=None,
-    param_dtype=jnp.float32,
+    dtype: DTypeLike | None = None,
+    param_dtype: DTypeLike = jnp.float32,
 ) -> Cell:
     """minLSTM (Feng et al. 2024): an LSTM whose gates see only the input, normalised, without ``c`` or ``o``.
 
@@ -137,12 +132,12 @@ def min_lstm(
     def coefficients(p, xp):
         kf, ki, candidate = jnp.split(_accumulate(xp), 3, axis=-1)
         delta = jax.nn.softplus(-kf) - jax.nn.softplus(-ki)
-        return jax.nn.sigmoid(-delta), jax.nn.sigmoid(delta) * g(candidate)
+        return jax.nn.sigmoid(-delta), jax.nn.sigmoid(delta) * _g(candidate)
 
     return _make_min_cell("min_lstm", hidden_size, 3, coefficients, kernel_init, bias_init, dtype, param_dtype)
 
 
-def linear_scan(a, b, h0, *, reverse: bool = False):
+def linear_scan(a: Coefficients, b: Coefficients, h0: Hidden, *, reverse: bool = False) -> Coefficients:
     """All states of ``h_t = a_t * h_{t-1} + b_t`` by ``jax.lax.associative_scan``.
 
     Args:
@@ -155,9 +150,9 @@ def linear_scan(a, b, h0, *, reverse: bool = False):
 
     The gradient is the same recurrence run the other way (``g_t = dh_t + a_{t+1} g_{t+1}``, then
     ``db_t = g_t``, ``da_t = g_t h_{t-1}``), one more associative scan: a custom VJP, because autodiff
-    through ``associative_scan``'s strided slices was slower on XLA:CPU (a minGRU training step at B=16,
-    T=300, H=128: 22 ms against 13-15 ms with this VJP). Forward-mode differentiation (``jax.jvp``) is
-    therefore not supported; ``rnnx.unroll(..., parallel=False)`` supports it.
+    through ``associative_scan`` differentiates every strided slice and concatenation of the scan, and a
+    minGRU training step measured slower that way. Forward-mode differentiation (``jax.jvp``) is therefore
+    not supported; ``rnnx.unroll(..., parallel=False)`` supports it.
 
     >>> import jax.numpy as jnp
     >>> linear_scan(jnp.full((3, 1), 0.5), jnp.array([[1.0], [2.0], [3.0]]), jnp.zeros(1))[:, 0]
@@ -169,7 +164,7 @@ def linear_scan(a, b, h0, *, reverse: bool = False):
 def _associative(a, b, h0, reverse):
     first = -1 if reverse else 0
     # A barrier, so that XLA materialises a and b once instead of fusing (recomputing) their producers
-    # into every strided slice of the scan: 39 -> 22 ms for the training step measured above.
+    # into every strided slice of the scan; a minGRU training step measured faster with it.
     a, b = jax.lax.optimization_barrier((a, b))
     b = b.at[first].add(a[first] * h0)  # fold the initial state into the first step's offset
     return jax.lax.associative_scan(_combine, (a, b), reverse=reverse, axis=0)[1]
@@ -205,30 +200,6 @@ def _linear_scan_bwd(reverse, residuals, dh):
 _linear_scan.defvjp(_linear_scan_fwd, _linear_scan_bwd)
 
 
-def unroll_parallel(cell: Cell, params: Params, xs, carry, valid, reset, fresh, *, reverse: bool):
-    """``rnnx.unroll``'s parallel mode, on its time-major, flat-batch arrays.
-
-    Args:
-      xs: ``(t, n, d)``. carry, fresh: ``(n, h)``: the initial carry and the state a reset restores.
-      valid, reset: boolean ``(t, n)`` or None, ``reset`` already aligned with the scan order.
-
-    Gives exactly the sequential semantics: a masked step is ``a = 1, b = 0`` (the carry passes through)
-    with a zero output; a reset step starts from ``fresh``: ``a = 0, b = a_t fresh + b_t`` (``fresh`` if
-    the step is also masked). The scan runs in at least float32; outputs take the carry's dtype.
-    """
-    a, b = cell.coefficients(params, cell.project(params, xs))
-    acc = a.dtype
-    if valid is not None:
-        a = jnp.where(valid[..., None], a, jnp.ones((), acc))
-        b = jnp.where(valid[..., None], b, jnp.zeros((), acc))
-    if reset is not None:
-        b = jnp.where(reset[..., None], a * fresh.astype(acc) + b, b)
-        a = jnp.where(reset[..., None], jnp.zeros((), acc), a)
-    hs = linear_scan(a, b, carry.astype(acc), reverse=reverse)
-    ys = hs if valid is None else jnp.where(valid[..., None], hs, jnp.zeros((), acc))
-    return hs[0 if reverse else -1].astype(carry.dtype), ys.astype(carry.dtype)
-
-
 def _accumulate(xp):
     """The recurrence's dtype: the projection's, but at least float32 (bfloat16 accumulates in float32)."""
     return xp.astype(jnp.promote_types(xp.dtype, jnp.float32))
@@ -236,7 +207,16 @@ def _accumulate(xp):
 
 def _make_min_cell(name, hidden_size, gates, coefficients, kernel_init, bias_init, dtype, param_dtype):
     """A Cell with ``w_ih (d, g*h)``, ``b (g*h,)`` whose step is ``h = a * h + b`` from ``coefficients``."""
-    _check_hidden_size(hidden_size)
+    check_hidden_size(hidden_size)
+    dtype = None if dtype is None else jnp.dtype(dtype)
+    param_dtype = jnp.dtype(param_dtype)
+    spec = (
+        ("hidden_size", hidden_size),
+        ("kernel_init", kernel_init),
+        ("bias_init", bias_init),
+        ("dtype", dtype),
+        ("param_dtype", param_dtype),
+    )
     h, gh = hidden_size, gates * hidden_size
     kernel_init = kernel_init or jax.nn.initializers.glorot_uniform()
     bias_init = bias_init or jax.nn.initializers.zeros
@@ -252,8 +232,8 @@ def _make_min_cell(name, hidden_size, gates, coefficients, kernel_init, bias_ini
             "b": draw(bias_init, k_b, (gh,), param_dtype),
         }
 
-    def initial_carry(params, batch_shape=()):
-        return jnp.zeros((*tuple(batch_shape), h), dtype or params["w_ih"].dtype)
+    def initial_carry(params, batch_shape: BatchShape = ()):
+        return jnp.zeros((*tuple(batch_shape), h), params["w_ih"].dtype if dtype is None else dtype)
 
     def project(params, x):
         return input_projection(params, x, dtype)
@@ -265,13 +245,34 @@ def _make_min_cell(name, hidden_size, gates, coefficients, kernel_init, bias_ini
 
     return Cell(
         name=name,
-        hidden_size=h,
+        spec=spec,
         gates=gates,
         init=init,
         initial_carry=initial_carry,
         project=project,
         step=step,
         param_shapes=param_shapes,
-        config=dict(hidden_size=hidden_size),
         coefficients=coefficients,
     )
+
+
+def masked_coefficients(cell, params, xs, valid, reset, fresh):
+    """The coefficients ``(a, b)`` of ``cell`` over time-major ``xs (t, n, d)``, with masks and resets folded in.
+
+    A masked step is ``a = 1, b = 0`` (the carry passes through); a reset step starts from ``fresh``:
+    ``a = 0, b = a_t fresh + b_t`` (``fresh`` if the step is also masked). ``valid`` and ``reset`` are boolean
+    ``(t, n)`` or None, ``reset`` already aligned with the scan order. Shared by the one-device parallel mode
+    and the sequence-parallel one (:mod:`rnnx.core.sharded`).
+    """
+    a, b = cell.coefficients(params, cell.project(params, xs))
+    acc = a.dtype
+    if valid is not None:
+        a = jnp.where(valid[..., None], a, jnp.ones((), acc))
+        b = jnp.where(valid[..., None], b, jnp.zeros((), acc))
+    if reset is not None:
+        b = jnp.where(reset[..., None], a * fresh.astype(acc) + b, b)
+        a = jnp.where(reset[..., None], jnp.zeros((), acc), a)
+    return a, b
+
+
+__all__ = ["masked_coefficients", "linear_scan", "min_gru", "min_lstm"]

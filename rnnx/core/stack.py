@@ -1,20 +1,30 @@
 """Multi-layer, optionally bidirectional recurrent stacks: ``rnnx.stacked``."""
 
-from typing import NamedTuple
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 
 from rnnx.core.cells import Cell
+from rnnx.core.typing import BatchShape, Carry, Inputs, Key, Lengths, Mask, Outputs, StackParams
 from rnnx.core.unroll import unroll
 
 
-class Stack(NamedTuple):
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class Stack:
     """``num_layers`` layers of ``cell``, as ``torch.nn.LSTM(..., num_layers, bidirectional, dropout)``.
 
     Params are a list over layers of lists over directions (forward, then backward) of cell params.
     The carry is a tuple of ``num_layers * num_directions`` cell carries in PyTorch's ``h_n`` order:
     layer 0 forward, layer 0 backward, layer 1 forward, ...
+
+    Like a :class:`rnnx.Cell`, a stack is static configuration: it compares and hashes by its fields, so it
+    can be a static argument of ``jax.jit``, and JAX sees it as a pytree with no leaves.
+
+    >>> import rnnx
+    >>> rnnx.stacked(rnnx.gru(8), 2) == rnnx.stacked(rnnx.gru(8), 2) != rnnx.stacked(rnnx.gru(8), 3)
+    True
     """
 
     cell: Cell
@@ -31,16 +41,33 @@ class Stack(NamedTuple):
     def output_size(self) -> int:
         return self.num_directions * self.cell.hidden_size
 
-    def init(self, key, input_size: int) -> list:
+    def init(self, key: Key, input_size: int) -> StackParams:
         """Params for input size ``d``: layer 0 reads ``d`` features, later layers ``output_size``."""
         keys = jax.random.split(key, (self.num_layers, self.num_directions))
         sizes = [input_size] + [self.output_size] * (self.num_layers - 1)
         return [[self.cell.init(k, size) for k in layer_keys] for layer_keys, size in zip(keys, sizes)]
 
-    def initial_carry(self, params, batch_shape=()) -> tuple:
+    def param_shapes(self, input_size: int) -> list[list[dict[str, tuple[int, ...]]]]:
+        """What :meth:`init` returns, as shapes: ``[[cell.param_shapes(size)] * num_directions, ...]``."""
+        sizes = [input_size] + [self.output_size] * (self.num_layers - 1)
+        return [[self.cell.param_shapes(size)] * self.num_directions for size in sizes]
+
+    def initial_carry(self, params: StackParams, batch_shape: BatchShape = ()) -> tuple[Carry, ...]:
         return tuple(self.cell.initial_carry(p, batch_shape) for layer in params for p in layer)
 
-    def apply(self, params, xs, *, lengths=None, mask=None, reset=None, initial_carry=None, key=None, **kwargs):
+    def apply(
+        self,
+        params: StackParams,
+        xs: Inputs,
+        *,
+        lengths: Lengths | None = None,
+        mask: Mask | None = None,
+        reset: Mask | None = None,
+        initial_carry: tuple[Carry, ...] | None = None,
+        key: Key | None = None,
+        backend: str = "auto",
+        **kwargs,
+    ) -> tuple[tuple[Carry, ...], Outputs]:
         """Run the stack over ``xs (*b, t, d)``.
 
         Args:
@@ -48,13 +75,23 @@ class Stack(NamedTuple):
           xs, lengths, mask, reset: as in :func:`rnnx.unroll`; they apply to every layer and direction.
           initial_carry: a tuple shaped like :meth:`initial_carry`, or None for the cell's default.
           key: a PRNG key for dropout between layers. No key means no dropout (evaluation).
-          **kwargs: ``unroll``, ``remat`` and ``hoist``, passed to :func:`rnnx.unroll`.
+          backend: ``"scan"`` runs every layer and direction through :func:`rnnx.unroll`; ``"cudnn"`` runs the
+            whole stack in one cuDNN call (:mod:`rnnx.core.cudnn`: LSTM on a GPU, float32 compute, no ``mask``,
+            ``reset`` or active dropout; otherwise a ValueError names the reason); ``"auto"`` (default) takes
+            cuDNN whenever it computes the call exactly and the scan everywhere else.
+          **kwargs: ``unroll``, ``remat`` and ``hoist``, passed to :func:`rnnx.unroll` (the scan backend).
 
         Returns:
           ``(carry, ys)`` with ``ys (*b, t, num_directions * h)``: directions concatenated, forward first.
         """
         self._check(params, initial_carry)
+        from rnnx.core import cudnn  # cudnn builds on Stack
+
+        conditions = dict(mask=mask, reset=reset, initial_carry=initial_carry, key=key)
+        if cudnn.use_cudnn(backend, self, params, xs, **conditions):
+            return cudnn.apply(self, params, xs, lengths=lengths, initial_carry=initial_carry)
         keys = [None] * self.num_layers if key is None else list(jax.random.split(key, self.num_layers))
+        options = dict(lengths=lengths, mask=mask, reset=reset, time_major=self.time_major, backend="scan", **kwargs)
         carries, ys = [], xs
         for layer, (layer_params, layer_key) in enumerate(zip(params, keys)):
             if layer > 0 and self.dropout > 0 and layer_key is not None:
@@ -62,11 +99,8 @@ class Stack(NamedTuple):
             outputs = []
             for direction, cell_params in enumerate(layer_params):
                 index = layer * self.num_directions + direction
-                carry, y = unroll(
-                    self.cell, cell_params, ys,
-                    lengths=lengths, mask=mask, reset=reset, reverse=direction == 1, time_major=self.time_major,
-                    initial_carry=None if initial_carry is None else initial_carry[index], **kwargs,
-                )  # fmt: skip
+                start = None if initial_carry is None else initial_carry[index]
+                carry, y = unroll(self.cell, cell_params, ys, initial_carry=start, reverse=direction == 1, **options)
                 carries.append(carry)
                 outputs.append(y)
             ys = jnp.concatenate(outputs, axis=-1) if len(outputs) > 1 else outputs[0]
@@ -85,7 +119,7 @@ class Stack(NamedTuple):
             raise ValueError(f"initial_carry must be a tuple of {n} cell carries (layers x directions), received {got}")
 
 
-def dropout(key, x, rate):
+def dropout(key: Key, x: jax.Array, rate: float) -> jax.Array:
     """Inverted dropout: zero each element with probability ``rate``, scale the rest by ``1 / (1 - rate)``."""
     keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype)).astype(x.dtype)
@@ -110,3 +144,6 @@ def stacked(
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must lie in [0, 1), received {dropout!r}")
     return Stack(cell, num_layers, bool(bidirectional), float(dropout), bool(time_major))
+
+
+__all__ = ["Stack", "dropout", "stacked"]

@@ -10,7 +10,8 @@ Two ways to use it:
   ``jax.grad`` through it gives the TBPTT gradient (the sum over windows of each window's gradient with
   its incoming carry held constant), for one update per sequence.
 * :func:`windows` slices the sequence for a Python loop that updates after every window, feeding each
-  window's :func:`detach`-ed final carry into the next.
+  window's final carry, detached with ``jax.lax.stop_gradient`` (which maps over a pytree carry), into the
+  next.
 """
 
 from collections.abc import Callable, Iterator
@@ -18,10 +19,7 @@ from collections.abc import Callable, Iterator
 import jax
 import jax.numpy as jnp
 
-
-def detach(carry):
-    """``carry`` with its gradient stopped: a truncation point for backpropagation through time."""
-    return jax.tree.map(jax.lax.stop_gradient, carry)
+from rnnx.core.typing import Inputs
 
 
 def _time_axis(xs, time_major: bool) -> int:
@@ -44,7 +42,7 @@ def _check_aligned(xs, rest, axis: int) -> None:
             )
 
 
-def windows(xs, window: int, *per_step, time_major: bool = False) -> Iterator[tuple]:
+def windows(xs: Inputs, window: int, *per_step, time_major: bool = False) -> Iterator[tuple]:
     """Yield ``(xs_w, *per_step_w)`` over consecutive windows of ``window`` steps (the last may be shorter).
 
     Args:
@@ -68,7 +66,9 @@ def windows(xs, window: int, *per_step, time_major: bool = False) -> Iterator[tu
         yield tuple(a[index] for a in (xs, *per_step))
 
 
-def scan_windows(fn: Callable, carry, xs, window: int, *per_step, time_major: bool = False) -> tuple[object, jax.Array]:
+def scan_windows(
+    fn: Callable, carry, xs: Inputs, window: int, *per_step, time_major: bool = False
+) -> tuple[object, jax.Array]:
     """Run ``fn`` over windows of ``window`` steps, carrying the detached final carry into the next.
 
     Args:
@@ -112,7 +112,7 @@ def scan_windows(fn: Callable, carry, xs, window: int, *per_step, time_major: bo
         # Detach on the way out, not in: the first window keeps the gradient to the initial carry
         # (a learned initial state trains).
         c, ys = fn(c, *inputs)
-        return detach(c), ys
+        return jax.lax.stop_gradient(c), ys
 
     carry, ys = jax.lax.scan(body, carry, tuple(split(jnp.asarray(a)) for a in (xs, *per_step)))
 
@@ -123,4 +123,4 @@ def scan_windows(fn: Callable, carry, xs, window: int, *per_step, time_major: bo
     return carry, jax.tree.map(merge, ys)
 
 
-__all__ = ["detach", "scan_windows", "windows"]
+__all__ = ["scan_windows", "windows"]

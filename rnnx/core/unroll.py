@@ -1,7 +1,11 @@
 """Run a cell over a sequence: ``rnnx.unroll``.
 
-Shapes: ``xs (*b, t, d)`` (or ``(t, *b, d)`` with ``time_major=True``) where ``*b`` is any number of
-batch axes, including none; outputs ``ys (*b, t, h)`` in the same layout; the carry has shape ``(*b, h)``.
+Shapes (axis letters as in :mod:`rnnx.core.typing`): ``xs (*b, t, d)`` (or ``(t, *b, d)`` with
+``time_major=True``) where ``*b`` is any number of batch axes, including none; outputs ``ys (*b, t, h)`` in
+the same layout; the carry has shape ``(*b, h)``.
+
+Two modes share one set of masking semantics: :func:`_sequential`, a ``lax.scan`` of ``cell.step``, and
+:func:`_parallel`, one associative scan over all steps for cells whose step is a linear recurrence.
 """
 
 import functools
@@ -10,39 +14,45 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
-from rnnx.core.cells import Cell, check_params
-from rnnx.core.parallel import unroll_parallel
+from rnnx.core._common import check_params
+from rnnx.core.cells import Cell
+from rnnx.core.parallel import linear_scan, masked_coefficients
+from rnnx.core.sharded import unroll_parallel_sharded
+from rnnx.core.typing import Carry, Inputs, Lengths, Mask, Outputs, Params
 
 
 def default_hoist(cell: Cell) -> bool:
     """Whether ``unroll`` computes the input projection for all steps before the scan.
 
-    Measured with ``python -m benchmarks.hoist`` (B=64, T=100, I=300, H=128; table in the README): on
-    XLA:CPU hoisting made the simple RNN about 20% faster, but made LSTM and GRU training steps about 8%
-    slower (GRU forward 30% slower): their time goes to per-step gate arithmetic, and hoisting adds a
-    ``(t, b, g*h)`` buffer. On GPU and TPU one large matmul over all steps uses the device far better
-    than ``t`` small ones, so there we always hoist.
+    Hoisting turns ``t`` small matmuls into one large one, but adds a ``(t, b, g*h)`` buffer that every
+    step reads back. On GPU and TPU the large matmul uses the device far better, so there we always hoist.
+    On CPU it pays only for the simple RNN, whose step is little more than its matmuls; gated cells spend
+    their step time on gate arithmetic, and the buffer made their training steps slower. Measured with
+    ``python -m benchmarks.hoist``: ``benchmarks/results/hoist-cpu-2core.md`` and the README.
     """
     return jax.default_backend() != "cpu" or cell.gates == 1
 
 
 def unroll(
     cell: Cell,
-    params,
-    xs,
+    params: Params,
+    xs: Inputs,
     *,
-    lengths=None,
-    mask=None,
-    reset=None,
-    initial_carry=None,
+    lengths: Lengths | None = None,
+    mask: Mask | None = None,
+    reset: Mask | None = None,
+    initial_carry: Carry | None = None,
     reverse: bool = False,
     time_major: bool = False,
     unroll: int = 1,
     remat: bool = False,
     hoist: bool | None = None,
     parallel: bool | None = None,
-):
+    mesh: Mesh | None = None,
+    backend: str = "auto",
+) -> tuple[Carry, Outputs]:
     """Scan ``cell`` over the time axis of ``xs``.
 
     Args:
@@ -68,11 +78,24 @@ def unroll(
       parallel: run all steps at once with a parallel scan (``jax.lax.associative_scan``) instead of the
         sequential ``lax.scan`` of ``cell.step``; only for cells with ``coefficients`` (``rnnx.min_gru``,
         ``rnnx.min_lstm``). ``None``: parallel where the cell supports it. ``unroll`` and ``hoist`` do not
-        apply to the parallel mode; ``remat`` rematerialises the whole parallel scan. On a 2-core CPU the
-        sequential mode was as fast or faster (1.6x at t=10,000: ``python -m benchmarks.parallel``); the
-        parallel mode is for accelerators, where ``t`` sequential steps cost ``t`` kernel launches.
+        apply to the parallel mode; ``remat`` rematerialises the whole parallel scan. The parallel mode is
+        for accelerators, where ``t`` sequential steps cost ``t`` kernel launches and the scan's ``log t``
+        depth pays; on a CPU, which runs one step cheaply, the sequential mode can be as fast or faster
+        (``python -m benchmarks.parallel``; results in ``benchmarks/results/`` and the README).
 
-    ``unroll``, ``remat``, ``hoist`` and ``parallel`` never change the results (beyond float rounding).
+      mesh: a ``jax.sharding.Mesh`` with an axis named ``seq``: split the time axis over its devices
+        (sequence parallelism, :mod:`rnnx.core.sharded`), each device scanning its chunk and one collective
+        carrying the state between chunks. Only for the parallel mode; ``t`` must divide by the number of
+        devices along ``seq`` (pad with masked steps, which change nothing).
+
+      backend: ``"scan"``: ``lax.scan`` (or the parallel scan); ``"cudnn"``: cuDNN's fused LSTM
+        (:mod:`rnnx.core.cudnn`), for ``rnnx.lstm`` on a GPU with float32 compute, forward direction, no
+        ``mask`` or ``reset``, else a ValueError naming the reason; ``"auto"`` (default): cuDNN whenever it
+        computes the call exactly, the scan everywhere else. ``unroll``, ``remat`` and ``hoist`` apply to the
+        scan only.
+
+    ``unroll``, ``remat``, ``hoist``, ``parallel``, ``mesh`` and ``backend`` never change the results (beyond
+    float rounding).
 
     Returns:
       ``(carry, ys)``: the final carry and the outputs ``(*b, t, h)``.
@@ -85,7 +108,7 @@ def unroll(
     ((2, 5, 8), (2, 8), 0.0)
     """
     input_size = check_params(cell, params)
-    parallel = _check_parallel(cell, parallel)
+    parallel = _check_parallel(cell, parallel, mesh)
     xs = _check_xs(xs, input_size)
     steps = xs.shape[0 if time_major else -2]
     batch_shape = xs.shape[1:-1] if time_major else xs.shape[:-2]
@@ -93,6 +116,16 @@ def unroll(
     reset = _check_bool("reset", reset, batch_shape, steps, time_major)
     init = cell.initial_carry(params, batch_shape)
     carry = init if initial_carry is None else _check_carry(initial_carry, init)
+    if backend != "scan" and cell.name == "lstm" and not reverse:
+        from rnnx.core import cudnn  # a single cell is a one-layer stack to cuDNN
+        from rnnx.core.stack import stacked
+
+        net, start = stacked(cell, time_major=time_major), None if initial_carry is None else (carry,)
+        if cudnn.use_cudnn(backend, net, [[params]], xs, mask=mask, reset=reset, initial_carry=start):
+            carries, ys = cudnn.apply(net, [[params]], xs, lengths=lengths, initial_carry=start)
+            return carries[0], ys
+    elif backend not in ("auto", "scan"):
+        _refuse_backend(backend, cell, reverse)
 
     # Internally time-major with one flat batch axis: (t, n, ...).
     n, t_axis = math.prod(batch_shape), 0 if time_major else len(batch_shape)
@@ -112,11 +145,12 @@ def unroll(
     fresh = jax.tree.map(flat, cell.initial_carry(params, batch_shape)) if reset is not None else None
 
     if parallel:
-        scan = functools.partial(unroll_parallel, cell, reverse=reverse)
-        carry, ys = (jax.checkpoint(scan) if remat else scan)(params, x_tm, flat(carry), valid_tm, reset_tm, fresh)
+        run = _parallel if mesh is None else functools.partial(unroll_parallel_sharded, mesh=mesh)
+        scan = functools.partial(run, cell, reverse=reverse)
+        scan = jax.checkpoint(scan) if remat else scan
     else:
-        carry, ys = _sequential(cell, params, x_tm, jax.tree.map(flat, carry), valid_tm, reset_tm, fresh,
-                                reverse=reverse, unroll=unroll, remat=remat, hoist=hoist)  # fmt: skip
+        scan = functools.partial(_sequential, cell, reverse=reverse, unroll=unroll, remat=remat, hoist=hoist)
+    carry, ys = scan(params, x_tm, jax.tree.map(flat, carry), valid_tm, reset_tm, fresh)
     carry = jax.tree.map(lambda c: c.reshape(*batch_shape, *c.shape[1:]), carry)
     ys = ys.reshape(steps, *batch_shape, ys.shape[-1])
     return carry, (ys if time_major else jnp.moveaxis(ys, 0, -2))
@@ -142,6 +176,25 @@ def _sequential(cell, params, x_tm, carry, valid_tm, reset_tm, fresh, *, reverse
     if remat:
         return _chunked_scan(body, carry, (x_tm, valid_tm, reset_tm), reverse=reverse, unroll=unroll)
     return jax.lax.scan(body, carry, (x_tm, valid_tm, reset_tm), reverse=reverse, unroll=unroll)
+
+
+def _parallel(cell, params, xs, carry, valid, reset, fresh, *, reverse):
+    """The parallel mode: :func:`rnnx.linear_scan` over time-major, flat-batch arrays, for cells with
+    ``coefficients``.
+
+    Args:
+      xs: ``(t, n, d)``. carry, fresh: ``(n, h)``: the initial carry and the state a reset restores.
+      valid, reset: boolean ``(t, n)`` or None, ``reset`` already aligned with the scan order.
+
+    Gives exactly the sequential semantics: a masked step is ``a = 1, b = 0`` (the carry passes through)
+    with a zero output; a reset step starts from ``fresh``: ``a = 0, b = a_t fresh + b_t`` (``fresh`` if
+    the step is also masked). The scan runs in at least float32; outputs take the carry's dtype.
+    """
+    a, b = masked_coefficients(cell, params, xs, valid, reset, fresh)
+    acc = a.dtype
+    hs = linear_scan(a, b, carry.astype(acc), reverse=reverse)
+    ys = hs if valid is None else jnp.where(valid[..., None], hs, jnp.zeros((), acc))
+    return hs[0 if reverse else -1].astype(carry.dtype), ys.astype(carry.dtype)
 
 
 def _chunked_scan(body, carry, inputs, *, reverse, unroll):
@@ -171,9 +224,25 @@ def _chunked_scan(body, carry, inputs, *, reverse, unroll):
     return carry, ys.reshape(chunks * size, *ys.shape[2:])[:steps]
 
 
-def _check_parallel(cell, parallel):
+def _refuse_backend(backend, cell, reverse):
+    if backend != "cudnn":
+        raise ValueError(f"backend must be one of ('auto', 'scan', 'cudnn'), received {backend!r}")
+    why = (
+        "reverse=True alone (a bidirectional stack runs its backward direction on cuDNN)"
+        if reverse
+        else (f"a {cell.name} cell (cuDNN's fused RNN in jax.experimental.rnn computes rnnx.lstm cells only)")
+    )
+    raise ValueError(f"backend='cudnn' cannot run this call: {why}; use backend='scan' or 'auto'")
+
+
+def _check_parallel(cell, parallel, mesh):
     if parallel not in (None, True, False):
         raise ValueError(f"parallel must be None, True or False, received {parallel!r}")
+    if mesh is not None and (cell.coefficients is None or parallel is False):
+        raise ValueError(
+            f"mesh= splits time over devices, which needs the parallel mode of a parallel-scan cell "
+            f"(rnnx.min_gru, rnnx.min_lstm); received a {cell.name} cell with parallel={parallel!r}"
+        )
     if parallel and cell.coefficients is None:
         raise ValueError(
             f"parallel=True needs a cell whose step is a linear recurrence (Cell.coefficients), but {cell.name} "
@@ -243,3 +312,6 @@ def _check_carry(carry, expected):
     if jax.tree.structure(carry) != jax.tree.structure(expected) or got != want:
         raise ValueError(f"initial_carry must have shapes {want}, received {got}")
     return jax.tree.map(lambda a, e: jnp.asarray(a, e.dtype), carry, expected)
+
+
+__all__ = ["default_hoist", "unroll"]

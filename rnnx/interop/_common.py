@@ -1,9 +1,9 @@
-"""What the converters share: cell/stack checks and gate-block reordering.
-"""
+"""What the converters share: cell and stack checks, and gate-block reordering."""
 
 import numpy as np
 
-from rnnx.core.cells import Cell, check_params
+from rnnx.core._common import check_params
+from rnnx.core.cells import Cell
 from rnnx.core.stack import Stack
 
 
@@ -52,4 +52,5 @@ def _blocks(a, gates: int, order):
     return np.concatenate([parts[k] for k in order], axis=-1)
 
 
-__all__ = ['_blocks', '_exportable', '_no_reset_before', '_np', '_single']
+# A private module: its helpers keep their underscores, and it exports nothing.
+__all__: list[str] = []

@@ -1,15 +1,15 @@
-"""Exact weight exchange with Keras 3 ``SimpleRNN``/``LSTM``/``GRU`` layers and their weight arrays.
-"""
+"""Exact weight exchange with Keras 3 ``SimpleRNN``/``LSTM``/``GRU`` layers and their weight arrays."""
 
 import jax.numpy as jnp
 import numpy as np
 
-from rnnx.core.cells import check_params, gru, lstm, simple_rnn
+from rnnx.core._common import check_params
+from rnnx.core.registry import make_cell
 from rnnx.interop._common import _blocks, _exportable, _np, _single
 
 # Keras's gate orders: LSTM i, f, c, o (rnnx's i, f, g, o); GRU z, r, h (rnnx's r, z, n).
 _KERAS_GRU = (1, 0, 2)  # both directions: swapping the first two blocks is its own inverse
-_KERAS_KINDS = {"SimpleRNN": "simple_rnn", "LSTM": "lstm", "GRU": "gru"}
+_KERAS_KINDS = {"SimpleRNN": "simple_rnn", "LSTM": "lstm", "GRU": "gru"}  # Keras class -> rnnx.CELLS name
 
 
 def to_keras_weights(cell, params) -> list[np.ndarray]:
@@ -60,12 +60,8 @@ def from_keras_weights(kind: str, weights, *, activation: str = "tanh", reset_af
         )
     h = weights[1].shape[0]
     use_bias = len(weights) == 3
-    if kind == "SimpleRNN":
-        cell = simple_rnn(h, activation=activation, use_bias=use_bias)
-    elif kind == "LSTM":
-        cell = lstm(h, use_bias=use_bias)
-    else:
-        cell = gru(h, reset_after=reset_after, use_bias=use_bias)
+    form = {"SimpleRNN": {"activation": activation}, "GRU": {"reset_after": reset_after}}.get(kind, {})
+    cell = make_cell(_KERAS_KINDS[kind], h, use_bias=use_bias, **form)
     order = _KERAS_GRU if kind == "GRU" else tuple(range(cell.gates))
     params = {"w_ih": _blocks(weights[0], cell.gates, order), "w_hh": _blocks(weights[1], cell.gates, order)}
     if use_bias:
@@ -137,4 +133,4 @@ def to_keras(cell, params, **layer_kwargs):
     return layer
 
 
-__all__ = ['from_keras', 'from_keras_weights', 'to_keras', 'to_keras_weights']
+__all__ = ["from_keras", "from_keras_weights", "to_keras", "to_keras_weights"]

@@ -1,11 +1,11 @@
-"""Exact weight exchange with Flax linen's ``SimpleCell``, ``LSTMCell``/``OptimizedLSTMCell`` and ``GRUCell``.
-"""
+"""Exact weight exchange with Flax linen's ``SimpleCell``, ``LSTMCell``/``OptimizedLSTMCell`` and ``GRUCell``."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnx.core.cells import check_params, gru, lstm, simple_rnn
+from rnnx.core._common import check_params
+from rnnx.core.registry import make_cell
 from rnnx.interop._common import _exportable, _no_reset_before, _np, _single
 
 _LSTM_GATES = ("i", "f", "g", "o")
@@ -65,6 +65,7 @@ def from_linen(linen_cell, variables):
     from flax import linen as nn
 
     tree = variables.get("params", variables) if isinstance(variables, dict) else variables
+    # linen cell class -> rnnx.CELLS name
     kinds = {nn.SimpleCell: "simple_rnn", nn.LSTMCell: "lstm", nn.OptimizedLSTMCell: "lstm", nn.GRUCell: "gru"}
     if type(linen_cell) not in kinds:
         raise TypeError(
@@ -87,18 +88,17 @@ def from_linen(linen_cell, variables):
     if getattr(linen_cell, "residual", False):
         raise ValueError("SimpleCell(residual=True) adds h to the pre-activation; rnnx has no such cell")
     cat = lambda names, key="kernel": np.concatenate([_np(tree[n][key]) for n in names], axis=-1)  # noqa: E731
+    form = {"simple_rnn": {"activation": activation}, "gru": {"reset_after": True}}.get(kind, {})
+    cell = make_cell(kind, linen_cell.features, **form)
     if kind == "simple_rnn":
-        cell = simple_rnn(linen_cell.features, activation=activation)
         params = {"w_ih": _np(tree["i"]["kernel"]), "w_hh": _np(tree["h"]["kernel"]), "b": _np(tree["i"]["bias"])}
     elif kind == "lstm":
-        cell = lstm(linen_cell.features)
         params = {
             "w_ih": cat([f"i{g}" for g in _LSTM_GATES]),
             "w_hh": cat([f"h{g}" for g in _LSTM_GATES]),
             "b": cat([f"h{g}" for g in _LSTM_GATES], "bias"),
         }
     else:
-        cell = gru(linen_cell.features, reset_after=True)
         params = {
             "w_ih": cat([f"i{g}" for g in _GRU_GATES]),
             "w_hh": cat([f"h{g}" for g in _GRU_GATES]),
@@ -110,4 +110,4 @@ def from_linen(linen_cell, variables):
     return cell, params
 
 
-__all__ = ['from_linen', 'to_linen']
+__all__ = ["from_linen", "to_linen"]

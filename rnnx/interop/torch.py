@@ -4,22 +4,24 @@ PyTorch keeps ``weight_ih_l{k}[_reverse] (g*h, d)``, ``weight_hh (g*h, h)``, ``b
 with gates in the same order as rnnx (i, f, g, o and r, z, n). rnnx stores the transposes and the exact
 sum ``b = bias_ih + bias_hh``, except for the reset-after GRU's new-gate recurrent bias ``b_hn``, which
 sits inside ``r * (W_hn h + b_hn)`` and so cannot be folded.
-
 """
 
 import jax.numpy as jnp
 import numpy as np
 
-from rnnx.core.cells import check_params, gru, lstm, simple_rnn
+from rnnx.core._common import check_stack_params
+from rnnx.core.registry import make_cell
 from rnnx.core.stack import Stack, stacked
 from rnnx.interop._common import _exportable, _no_reset_before, _np
 
-_CELLS = {
-    "RNN_TANH": lambda h, bias: simple_rnn(h, activation="tanh", use_bias=bias),
-    "RNN_RELU": lambda h, bias: simple_rnn(h, activation="relu", use_bias=bias),
-    "LSTM": lambda h, bias: lstm(h, use_bias=bias),
-    "GRU": lambda h, bias: gru(h, reset_after=True, use_bias=bias),
+# torch's module.mode -> (rnnx.CELLS name, the factory arguments that give torch's function)
+_TORCH_MODES = {
+    "RNN_TANH": ("simple_rnn", {"activation": "tanh"}),
+    "RNN_RELU": ("simple_rnn", {"activation": "relu"}),
+    "LSTM": ("lstm", {}),
+    "GRU": ("gru", {"reset_after": True}),
 }
+_TORCH_CLASSES = {"simple_rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}  # rnnx.CELLS name -> torch.nn class
 
 
 def from_torch(module) -> tuple[Stack, list]:
@@ -33,7 +35,7 @@ def from_torch(module) -> tuple[Stack, list]:
     >>> net, params = rnnx.interop.from_torch(torch.nn.GRU(300, 128, num_layers=2, batch_first=True))  # doctest: +SKIP
     """
     mode = getattr(module, "mode", None)
-    if mode not in _CELLS:
+    if mode not in _TORCH_MODES:
         raise TypeError(
             f"module must be a torch.nn.RNN, LSTM or GRU, received {type(module).__name__}"
             + (f" with mode {mode!r}" if mode else "")
@@ -41,8 +43,9 @@ def from_torch(module) -> tuple[Stack, list]:
     if getattr(module, "proj_size", 0):
         raise ValueError(f"LSTM with proj_size={module.proj_size} has no rnnx equivalent; expected proj_size=0")
     h = module.hidden_size
+    name, form = _TORCH_MODES[mode]
     net = stacked(
-        _CELLS[mode](h, module.bias),
+        make_cell(name, h, use_bias=module.bias, **form),
         module.num_layers,
         bidirectional=module.bidirectional,
         dropout=float(module.dropout),
@@ -73,9 +76,6 @@ def _layer_params(module, suffix, mode, h):
     return {k: jnp.asarray(np.ascontiguousarray(v)) for k, v in params.items()}
 
 
-
-
-
 def to_torch(net: Stack, params):
     """The ``torch.nn.RNN``/``LSTM``/``GRU`` that computes what ``net.apply(params, ...)`` computes.
 
@@ -95,20 +95,21 @@ def to_torch(net: Stack, params):
     cell = net.cell
     _exportable(cell, "PyTorch")
     _no_reset_before(cell, "PyTorch")
-    net._check(params, None)
-    input_size = check_params(cell, params[0][0])
-    for layer in params[1:]:
-        for p in layer:
-            check_params(cell, p)
-    kind = {"simple_rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[cell.name]
+    input_size = check_stack_params(net, params)
+    kind = _TORCH_CLASSES[cell.name]
     kwargs = {"nonlinearity": cell.config["activation"]} if kind == "RNN" else {}
     dtype = jnp.result_type(params[0][0]["w_ih"])
     torch_dtype = getattr(torch, jnp.dtype(dtype).name)
+    layout = dict(batch_first=not net.time_major, dropout=net.dropout, bidirectional=net.bidirectional)
     module = getattr(torch.nn, kind)(
-        input_size, cell.hidden_size, net.num_layers,
-        bias=cell.config["use_bias"], batch_first=not net.time_major, dropout=net.dropout,
-        bidirectional=net.bidirectional, dtype=torch_dtype, **kwargs,
-    )  # fmt: skip
+        input_size,
+        cell.hidden_size,
+        net.num_layers,
+        bias=cell.config["use_bias"],
+        dtype=torch_dtype,
+        **layout,
+        **kwargs,
+    )
     h = cell.hidden_size
     with torch.no_grad():
         for layer, layer_params in enumerate(params):
@@ -127,4 +128,4 @@ def to_torch(net: Stack, params):
     return module
 
 
-__all__ = ['from_torch', 'to_torch']
+__all__ = ["from_torch", "to_torch"]

@@ -2,8 +2,8 @@
 
 - :mod:`rnnx.training.losses`: cross-entropy for language models, binary cross-entropy for classifiers;
 - :mod:`rnnx.training.metrics`: accuracy, perplexity, bits per token;
-- :mod:`rnnx.training.loop`: the default optimiser, the jitted train step and :func:`fit`;
-- :mod:`rnnx.training.checkpoint`: save and restore with an architecture record.
+- :mod:`rnnx.training.loop`: the default optimiser, the train state and jitted step, and :func:`fit`;
+- :mod:`rnnx.training.checkpoint`: save and restore with an architecture record, and step directories.
 
 Builds on :mod:`rnnx.core` only; nothing here prints.
 """
@@ -12,22 +12,32 @@ from rnnx.training import checkpoint as checkpoint
 from rnnx.training import losses as losses
 from rnnx.training import metrics as metrics
 from rnnx.training.loop import SCHEDULES as SCHEDULES
+from rnnx.training.loop import Checkpoints as Checkpoints
+from rnnx.training.loop import Evaluation as Evaluation
 from rnnx.training.loop import FitResult as FitResult
+from rnnx.training.loop import FitState as FitState
+from rnnx.training.loop import TrainState as TrainState
+from rnnx.training.loop import TrainStep as TrainStep
 from rnnx.training.loop import default_optimizer as default_optimizer
 from rnnx.training.loop import fit as fit
 from rnnx.training.loop import initial_state as initial_state
-from rnnx.training.loop import latest_checkpoint as latest_checkpoint
+from rnnx.training.loop import jsonl_log as jsonl_log
 from rnnx.training.loop import learning_rate_schedule as learning_rate_schedule
 from rnnx.training.loop import make_train_step as make_train_step
 
 __all__ = [
     "SCHEDULES",
+    "Checkpoints",
+    "Evaluation",
     "FitResult",
+    "FitState",
+    "TrainState",
+    "TrainStep",
     "checkpoint",
     "default_optimizer",
     "fit",
     "initial_state",
-    "latest_checkpoint",
+    "jsonl_log",
     "learning_rate_schedule",
     "losses",
     "make_train_step",

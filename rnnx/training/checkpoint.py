@@ -1,13 +1,16 @@
 """Save and restore params, optimizer state and NNX modules with orbax-checkpoint, bit-exactly.
 
 A checkpoint is a directory holding two orbax items: ``state`` (the arrays) and ``rnnx`` (JSON: the
-architecture of every recurrent net in it and the shape and dtype of every array). :func:`restore` reads
-the JSON first and refuses, with the differences spelled out, a checkpoint from another architecture.
+architecture of every recurrent net in it and the shape and dtype of every array). Restoring reads the
+JSON first and refuses, with the differences spelled out, a checkpoint from another architecture.
+
+- :func:`save` and :func:`restore`: one checkpoint directory;
+- :func:`manager`, :func:`save_step` and :func:`restore_step`: an ``orbax.checkpoint.CheckpointManager``
+  over ``step_<n>`` directories, as :func:`rnnx.training.fit` resumes from. The manager finds the latest
+  complete step, keeps at most ``max_to_keep`` and skips interrupted saves.
 
 Atomicity comes from orbax: it writes into ``<name>.orbax-checkpoint-tmp*`` and renames the directory to
-``<name>`` only after every item is complete, then marks it with ``commit_success.txt``. :func:`restore`
-accepts only a directory with that name and mark and the ``rnnx`` item, so an interrupted save (the
-temporary directory, or a directory missing its items) is never taken for a checkpoint.
+``<name>`` only after every item is complete, so an interrupted save is never taken for a checkpoint.
 
 ``state`` may be any pytree of arrays (params, optax states, step counters) and, at its top level or
 nested in dicts, ``flax.nnx`` modules and optimizers, saved as ``nnx.state(obj)`` and restored in place.
@@ -24,14 +27,16 @@ True
 
 import json
 import pathlib
-import sys
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
 
+if TYPE_CHECKING:
+    import orbax.checkpoint as ocp  # imported where used: `import rnnx` stays quick
+
 _FORMAT = "rnnx-checkpoint/1"
-_TMP_MARK = ".orbax-checkpoint-tmp"
-_COMMIT_FILE = "commit_success.txt"
+_ITEMS = ("rnnx", "state")
 
 
 def architecture(net) -> dict:
@@ -70,14 +75,8 @@ def save(directory, state, *, net=None, force: bool = False) -> pathlib.Path:
     import orbax.checkpoint as ocp
 
     path = pathlib.Path(directory).absolute()
-    arrays = _to_arrays(state)
-    meta = {"format": _FORMAT, "architecture": _architectures(state, net), "arrays": _signature(arrays)}
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-        checkpointer.save(
-            path,
-            ocp.args.Composite(state=ocp.args.StandardSave(arrays), rnnx=ocp.args.JsonSave(meta)),
-            force=force,
-        )
+        checkpointer.save(path, _save_args(state, net), force=force)
     return path
 
 
@@ -101,28 +100,76 @@ def restore(directory, like, *, net=None):
 
     path = _check_complete(pathlib.Path(directory).absolute())
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-        meta = checkpointer.restore(path, ocp.args.Composite(rnnx=ocp.args.JsonRestore())).rnnx
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not an rnnx checkpoint: expected format {_FORMAT!r}, received {meta!r}")
-        arrays = _to_arrays(like)
-        _check_architecture(path, meta["architecture"], _architectures(like, net))
-        _check_signature(path, meta["arrays"], _signature(arrays))
-        target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), _dtype(a)), arrays)
-        restored = checkpointer.restore(path, ocp.args.Composite(state=ocp.args.StandardRestore(target))).state
-    return _from_arrays(like, restored)
+        return _restore(lambda args: checkpointer.restore(path, args), path, like, net)
+
+
+def manager(directory, *, max_to_keep: int | None = None, read_only: bool = False) -> "ocp.CheckpointManager":
+    """An ``orbax.checkpoint.CheckpointManager`` over ``directory/step_<n>``; use it in a ``with`` block.
+
+    ``latest_step()`` is the newest complete step (None when there is none); interrupted saves are skipped.
+    Saves are synchronous, so a checkpoint is complete when :func:`save_step` returns.
+
+    Args:
+      directory: where the step directories live; created on the first save unless ``read_only``.
+      max_to_keep: keep the newest this many steps (None: all).
+      read_only: only read; never create, write or delete.
+    """
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        step_prefix="step",
+        read_only=read_only,
+        create=not read_only,
+        enable_async_checkpointing=False,
+    )
+    return ocp.CheckpointManager(pathlib.Path(directory).absolute(), options=options, item_names=_ITEMS)
+
+
+def save_step(manager: "ocp.CheckpointManager", step: int, state, *, net=None) -> None:
+    """Write ``state`` as step ``step`` of ``manager`` (see :func:`save` for ``state`` and ``net``)."""
+    manager.save(step, args=_save_args(state, net), force=True)
+
+
+def restore_step(manager: "ocp.CheckpointManager", step: int, like, *, net=None):
+    """Read step ``step`` of ``manager`` into the structure of ``like`` (see :func:`restore`)."""
+    path = pathlib.Path(manager.directory) / f"step_{step}"
+    return _restore(lambda args: manager.restore(step, args=args), path, like, net)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
 
 
+def _save_args(state, net) -> "ocp.args.Composite":
+    import orbax.checkpoint as ocp
+
+    arrays = _to_arrays(state)
+    meta = {"format": _FORMAT, "architecture": _architectures(state, net), "arrays": _signature(arrays)}
+    return ocp.args.Composite(state=ocp.args.StandardSave(arrays), rnnx=ocp.args.JsonSave(meta))
+
+
+def _restore(read, path, like, net):
+    """``like`` filled from the checkpoint that ``read(composite args)`` reads, after checking its record."""
+    import orbax.checkpoint as ocp
+
+    meta = read(ocp.args.Composite(rnnx=ocp.args.JsonRestore())).rnnx
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        raise ValueError(f"{path} is not an rnnx checkpoint: expected format {_FORMAT!r}, received {meta!r}")
+    arrays = _to_arrays(like)
+    _check_architecture(path, meta["architecture"], _architectures(like, net))
+    _check_signature(path, meta["arrays"], _signature(arrays))
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), _dtype(a)), arrays)
+    return _from_arrays(like, read(ocp.args.Composite(state=ocp.args.StandardRestore(target))).state)
+
+
 def _nnx():
-    """flax.nnx if the caller has imported it (it is imported by rnnx.nn), else None."""
-    return sys.modules.get("flax.nnx")
+    from flax import nnx  # imported where used: `import rnnx` stays quick
+
+    return nnx
 
 
 def _is_nnx_object(x) -> bool:
-    nnx = _nnx()
-    return nnx is not None and isinstance(x, nnx.Pytree)
+    return isinstance(x, _nnx().Pytree)
 
 
 def _to_arrays(state):
@@ -153,9 +200,10 @@ def _architectures(state, net) -> dict:
 
     def visit(node, prefix):
         if _is_nnx_object(node):
-            recurrent = sys.modules["rnnx.nn"].Recurrent if "rnnx.nn" in sys.modules else ()
+            from rnnx.nn import Recurrent
+
             for sub_path, module in _nnx().iter_modules(node):
-                if isinstance(module, recurrent):
+                if isinstance(module, Recurrent):
                     found["/".join(map(str, (*prefix, *sub_path)))] = architecture(module)
         elif isinstance(node, dict):
             for k, v in node.items():
@@ -175,20 +223,23 @@ def _signature(arrays) -> dict:
 
 
 def _check_complete(path: pathlib.Path) -> pathlib.Path:
-    if _TMP_MARK in path.name:
+    import orbax.checkpoint as ocp
+
+    if ocp.path.step.is_tmp_checkpoint(path):
         raise FileNotFoundError(
             f"{path} is an unfinished temporary directory left by an interrupted save; expected a complete "
             "checkpoint (orbax renames the temporary directory only once every item is written)"
         )
     if not path.is_dir():
-        partial = sorted(p.name for p in path.parent.glob(path.name + _TMP_MARK + "*")) if path.parent.is_dir() else []
-        reason = f"; found {partial}, left by an interrupted save" if partial else ""
+        found = ocp.path.step.tmp_checkpoints(path.parent) if path.parent.is_dir() else []
+        partial = [name for name in found if name.startswith(path.name + ".")]
+        reason = f"; found {sorted(partial)}, left by an interrupted save" if partial else ""
         raise FileNotFoundError(f"no checkpoint at {path}{reason}")
-    missing = [name for name in (_COMMIT_FILE, "rnnx", "state") if not (path / name).exists()]
+    missing = [name for name in _ITEMS if not (path / name).is_dir()]
     if missing:
         raise FileNotFoundError(
-            f"{path} is not a complete rnnx checkpoint: {missing} missing (expected {_COMMIT_FILE} and the "
-            "'rnnx' and 'state' items that save writes)"
+            f"{path} is not a complete rnnx checkpoint: {missing} missing (expected the items {list(_ITEMS)} "
+            "that save writes)"
         )
     return path
 
@@ -225,4 +276,4 @@ def _check_signature(path, saved: dict, expected: dict) -> None:
     )
 
 
-__all__ = ["architecture", "restore", "save"]
+__all__ = ["architecture", "manager", "restore", "restore_step", "save", "save_step"]

@@ -1,54 +1,28 @@
-"""Training with Optax: the default optimiser, a jitted train step, and a loop with evaluation, early
-stopping, a progress bar, a JSONL metrics log and resumable orbax checkpoints.
+"""The training loop: a train state, a jitted step with gradient clipping, and :func:`fit`, which composes
+them with evaluation, early stopping and resumable orbax checkpoints.
 
 A loss function has the signature ``loss_fn(params, batch, key) -> (loss, metrics)`` where ``metrics`` is
 a dict of scalars; a *stateful* one (a language model carrying its state across windows) takes and returns
 the carry too: ``loss_fn(params, batch, key, carry) -> (loss, (metrics, carry))``. ``key`` is the step's
 PRNG key, for dropout.
 
-For truncated backpropagation through time outside :func:`fit`, :func:`rnnx.core.tbptt.windows` and
-:func:`rnnx.core.tbptt.scan_windows` are re-exported here (``rnnx.training.windows``, ``rnnx.training.scan_windows``).
+Nothing here prints. :func:`fit` reports through ``on_log(record)``: progress bars and summaries belong to
+the caller (``rnnx.apps``, the examples), and :func:`jsonl_log` writes the records to a file.
 """
 
 import dataclasses
+import functools
+import itertools
 import json
-import re
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from rnnx.core.tbptt import detach, scan_windows, windows  # noqa: F401 (the truncated-BPTT helpers, re-exported)
 from rnnx.training import checkpoint
-
-
-class ClipState(NamedTuple):
-    """The last update's global gradient norm before (``grad_norm``) and after (``clipped_norm``) clipping."""
-
-    grad_norm: jax.Array  # () float32
-    clipped_norm: jax.Array  # () float32
-
-
-def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
-    """``optax.clip_by_global_norm`` that also records both norms in its state, for the metrics."""
-
-    def init(params):
-        del params
-        return ClipState(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
-
-    def update(updates, state, params=None):
-        del state, params
-        norm = optax.tree.norm(updates)
-        scale = jnp.minimum(1.0, max_norm / jnp.maximum(norm, 1e-12))
-        clipped = jax.tree.map(lambda g: (g * scale).astype(g.dtype), updates)
-        return clipped, ClipState(norm.astype(jnp.float32), (norm * scale).astype(jnp.float32))
-
-    return optax.GradientTransformation(init, update)
-
 
 SCHEDULES = ("constant", "cosine")
 
@@ -64,40 +38,103 @@ def learning_rate_schedule(name: str, learning_rate: float, steps: int):
     return optax.cosine_decay_schedule(learning_rate, steps)
 
 
-def default_optimizer(learning_rate: float | optax.Schedule = 3e-4, clip_norm: float | None = 1.0, optimizer=None):
-    """``optax.chain(clip_by_global_norm(clip_norm), optax.adam(learning_rate))``, each part replaceable.
+def default_optimizer(learning_rate: float | optax.Schedule = 3e-4) -> optax.GradientTransformation:
+    """``optax.adam(learning_rate)``: :func:`fit`'s optimiser unless given another. Clipping is not part of
+    it: :func:`make_train_step` puts ``optax.clip_by_global_norm(clip_norm)`` in front of any optimiser."""
+    return optax.adam(learning_rate)
+
+
+class TrainState(NamedTuple):
+    """What one train step reads and returns."""
+
+    step: jax.Array  # () int32: updates done
+    params: Any
+    opt_state: Any  # the state of the clipped optimiser
+    carry: Any  # a stateful loss's carry, its gradient stopped; None for a stateless loss
+
+
+class TrainStep(NamedTuple):
+    """``init(params, carry=None) -> TrainState`` and the jitted ``update(state, batch, key) -> (state,
+    metrics)``, both built by :func:`make_train_step` around one clipped optimiser."""
+
+    init: Callable[..., TrainState]
+    update: Callable[..., tuple[TrainState, dict]]
+
+
+def make_train_step(
+    loss_fn: Callable, optimizer: optax.GradientTransformation, *, clip_norm: float | None = 1.0
+) -> TrainStep:
+    """The train step for ``loss_fn`` with ``optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)``.
+
+    ``update``'s metrics hold the loss, the loss function's own metrics, ``grad_norm`` (the global gradient
+    norm before clipping) and, with a ``clip_norm``, ``clipped_grad_norm = min(grad_norm, clip_norm)``
+    (after). It compiles once per batch shape. A state with a carry calls the stateful form of ``loss_fn``
+    and stops the gradient of the carry it returns.
 
     Args:
-      learning_rate: Adam's step size, a float or an optax schedule (ignored when ``optimizer`` is given).
-      clip_norm: the global gradient-norm bound; None for no clipping.
-      optimizer: any ``optax.GradientTransformation`` to use instead of Adam.
+      loss_fn: see the module docstring.
+      optimizer: any ``optax.GradientTransformation``, e.g. :func:`default_optimizer`.
+      clip_norm: the bound on the global gradient norm, configured here only; None for no clipping.
     """
-    inner = optimizer if optimizer is not None else optax.adam(learning_rate)
-    return inner if clip_norm is None else optax.chain(clip_by_global_norm(clip_norm), inner)
+    tx = optimizer if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
 
+    def init(params, carry=None) -> TrainState:
+        return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), carry)
 
-def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, *, stateful: bool = False):
-    """A jitted ``step(params, opt_state, batch, key[, carry]) -> (params, opt_state, metrics[, carry])``.
-
-    ``metrics`` holds the loss, the loss function's own metrics, and ``grad_norm`` (before clipping) and
-    ``clipped_grad_norm`` (after, when the optimiser contains :func:`clip_by_global_norm`). The step
-    compiles once per batch shape; the carry of a stateful loss comes back with its gradient stopped.
-    """
-
-    def step(params, opt_state, batch, key, carry=None):
-        args = (batch, key, carry) if stateful else (batch, key)
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *args)
+    @jax.jit
+    def update(state: TrainState, batch, key):
+        stateful = state.carry is not None  # the pytree structure, so known when tracing
+        args = (batch, key, state.carry) if stateful else (batch, key)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, *args)
         metrics, carry = aux if stateful else (aux, None)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        clip = optax.tree_utils.tree_get(opt_state, "ClipState")
-        norms = {"grad_norm": optax.tree.norm(grads)}
-        if clip is not None:
-            norms["clipped_grad_norm"] = clip.clipped_norm
-        metrics = {"loss": loss, **metrics, **norms}
-        return (params, opt_state, metrics, detach(carry)) if stateful else (params, opt_state, metrics)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        grad_norm = optax.tree.norm(grads)
+        norms = {"grad_norm": grad_norm}
+        if clip_norm is not None:
+            norms["clipped_grad_norm"] = jnp.minimum(grad_norm, clip_norm)
+        state = TrainState(
+            state.step + 1, optax.apply_updates(state.params, updates), opt_state, jax.lax.stop_gradient(carry)
+        )
+        return state, {"loss": loss, **metrics, **norms}
 
-    return jax.jit(step)
+    return TrainStep(init, update)
+
+
+class FitState(NamedTuple):
+    """What :func:`fit` checkpoints and resumes from."""
+
+    train: TrainState
+    best_params: Any  # the params of the best evaluation so far (the initial params before any)
+    best: jax.Array  # () float32: the best monitored value so far, negated for mode="max"; inf before any
+    bad_evals: jax.Array  # () int32: evaluations since the best one
+
+
+def initial_state(train_step: TrainStep, params, initial_carry=None) -> FitState:
+    """The state :func:`fit` starts from; also the ``like`` for restoring one of its checkpoints."""
+    return FitState(train_step.init(params, initial_carry), params, jnp.full((), jnp.inf), jnp.zeros((), jnp.int32))
+
+
+class Evaluation(NamedTuple):
+    """:func:`fit`'s evaluation hook: ``evaluate(params) -> dict of floats`` every ``every`` steps and at the
+    end; the best params by ``monitor`` (``mode`` ``"min"`` or ``"max"``) are kept, and training stops after
+    ``patience`` evaluations without improvement (None: never)."""
+
+    evaluate: Callable[[Any], dict]
+    every: int = 200
+    monitor: str = "loss"
+    mode: str = "min"
+    patience: int | None = None
+
+
+class Checkpoints(NamedTuple):
+    """:func:`fit`'s checkpoint hook: ``directory/step_<n>`` every ``every`` steps (None: only at the end),
+    keeping the newest ``max_to_keep`` (None: all); ``net``, the :class:`rnnx.Stack` inside the params, is
+    recorded and checked on resume."""
+
+    directory: Any
+    every: int | None = None
+    max_to_keep: int | None = None
+    net: Any = None
 
 
 @dataclasses.dataclass
@@ -107,153 +144,170 @@ class FitResult:
     opt_state: Any
     step: int
     history: list  # one dict per evaluation
-    stopped_early: bool
-
-
-def initial_state(params, optimizer, initial_carry=None) -> dict:
-    """What :func:`fit` checkpoints: step, params, optimiser state, best params and early-stopping state."""
-    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": optimizer.init(params),
-             "best_params": params, "best": jnp.full((), jnp.inf), "bad_evals": jnp.zeros((), jnp.int32)}  # fmt: skip
-    if initial_carry is not None:
-        state["carry"] = initial_carry
-    return state
-
-
-def latest_checkpoint(directory) -> Path | None:
-    """The newest complete ``step_<n>`` checkpoint in ``directory``, or None."""
-    directory = Path(directory)
-    steps = sorted((int(m.group(1)), p) for p in directory.glob("step_*") if (m := re.fullmatch(r"step_(\d+)", p.name)))
-    for _, path in reversed(steps):
-        if (path / "commit_success.txt").exists():
-            return path
-    return None
+    stopped_early: bool  # by patience or by on_log
 
 
 def fit(
     loss_fn: Callable,
     params,
-    batches: Callable[[int], Sequence],
+    batches: Callable[[int], Sequence] | Iterable,
     *,
     steps: int,
     optimizer: optax.GradientTransformation | None = None,
+    clip_norm: float | None = 1.0,
     seed: int = 0,
-    evaluate: Callable | None = None,
-    eval_every: int = 200,
-    monitor: str = "loss",
-    mode: str = "min",
-    patience: int | None = None,
     initial_carry=None,
-    log_path=None,
+    evaluation: Evaluation | None = None,
+    checkpoints: Checkpoints | None = None,
     log_every: int = 20,
-    checkpoint_dir=None,
-    checkpoint_every: int | None = None,
-    net=None,
-    progress: bool = True,
+    on_log: Callable[[dict], Any] | None = None,
 ) -> FitResult:
-    """Train for ``steps`` updates, resuming from the newest complete checkpoint in ``checkpoint_dir``.
+    """Train for ``steps`` updates, resuming from the newest complete checkpoint in ``checkpoints.directory``.
 
     Args:
       loss_fn: see the module docstring.
       params: the initial params.
-      batches: ``epoch -> list of batches``, deterministic for a given epoch (e.g. shuffled with
-        ``(seed, epoch)``), so that a resumed run sees exactly the batches the uninterrupted run would.
+      batches: ``epoch -> sequence of batches``, deterministic for a given epoch (e.g. shuffled with
+        ``(seed, epoch)``), so that a resumed run sees exactly the batches the uninterrupted run would; a
+        stateful loss starts every epoch from ``initial_carry``. Or any iterable of batches: step ``s`` takes
+        its ``s``-th item (a resumed run skips the ones already trained on), and training ends early if it
+        runs out.
       steps: the number of updates.
-      optimizer: default :func:`default_optimizer` (Adam 3e-4, clipping at global norm 1).
+      optimizer: default :func:`default_optimizer` (Adam 3e-4).
+      clip_norm: the global gradient-norm bound in front of ``optimizer`` (None: no clipping).
       seed: the PRNG seed; step ``s`` uses ``jax.random.fold_in(key(seed), s)``.
-      evaluate: ``params -> dict of floats``, run every ``eval_every`` steps and at the end.
-      monitor, mode: the evaluation metric that decides the best params, ``"min"`` or ``"max"``.
-      patience: stop after this many evaluations without improvement (None: never).
-      initial_carry: for a stateful ``loss_fn``: the carry at the start of every epoch.
-      log_path: a JSONL file; one line per ``log_every`` steps of training metrics and per evaluation.
-      checkpoint_dir, checkpoint_every: write ``checkpoint_dir/step_<n>`` every ``checkpoint_every``
-        steps and at the end; an existing checkpoint there is resumed.
-      net: the :class:`rnnx.Stack` inside ``params``, recorded in checkpoints and checked on resume.
-      progress: show a tqdm progress bar with the loss and the monitored metric.
+      initial_carry: for a stateful ``loss_fn``: the carry at the start (and of every epoch).
+      evaluation: an :class:`Evaluation` hook, for the best params and early stopping.
+      checkpoints: a :class:`Checkpoints` hook, for resumable runs.
+      log_every: steps between training records.
+      on_log: called with each record: every ``log_every`` steps and at the last, ``{"time", "step",
+        "epoch" (``epoch -> batches`` only), "loss", "grad_norm", "clipped_grad_norm" (with clipping), and the
+        loss function's metrics}``, each the mean since the previous record; after each evaluation,
+        ``{"time", "step", "eval": {name: value}}``. A true return value stops training after this step,
+        which is then evaluated and checkpointed as the last.
     """
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max', received {mode!r}")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, received {steps!r}")
-    optimizer = default_optimizer() if optimizer is None else optimizer
-    stateful = initial_carry is not None
-    train_step = make_train_step(loss_fn, optimizer, stateful=stateful)
-    sign = 1.0 if mode == "min" else -1.0
-    state = initial_state(params, optimizer, initial_carry)
-    checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-    if checkpoint_dir is not None and (latest := latest_checkpoint(checkpoint_dir)) is not None:
-        state = checkpoint.restore(latest, state, net=net)
-    log = None if log_path is None else open(log_path, "a")  # noqa: SIM115 (closed below)
-    history, stopped_early, base_key = [], False, jax.random.key(seed)
-    step = int(state["step"])
-    epoch_cache: dict[int, Sequence] = {}
-    per_epoch = len(batches(0))
+    if evaluation is not None and evaluation.mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', received {evaluation.mode!r}")
+    train_step = make_train_step(loss_fn, default_optimizer() if optimizer is None else optimizer, clip_norm=clip_norm)
+    state = initial_state(train_step, params, initial_carry)
+    loop = functools.partial(
+        _loop,
+        train_step,
+        batches=batches,
+        steps=steps,
+        seed=seed,
+        initial_carry=initial_carry,
+        evaluation=evaluation,
+        log_every=log_every,
+        on_log=on_log,
+    )
+    if checkpoints is None:
+        return loop(state)
+    with checkpoint.manager(checkpoints.directory, max_to_keep=checkpoints.max_to_keep) as manager:
+        if manager.latest_step() is not None:
+            state = checkpoint.restore_step(manager, manager.latest_step(), state, net=checkpoints.net)
+
+        def save(state: FitState) -> None:
+            checkpoint.save_step(manager, int(state.train.step), state, net=checkpoints.net)
+
+        return loop(state, save=save, save_every=checkpoints.every)
+
+
+def jsonl_log(path) -> Callable[[dict], None]:
+    """An ``on_log`` for :func:`fit` that appends each record to ``path`` as one line of JSON."""
+
+    def write(record: dict) -> None:
+        with open(path, "a") as log:
+            log.write(json.dumps(record) + "\n")
+
+    return write
+
+
+def _loop(
+    train_step, state, *, batches, steps, seed, initial_carry, evaluation, log_every, on_log, save=None, save_every=None
+):
+    """The loop of :func:`fit`: one update per batch, then the log, evaluation and checkpoint hooks."""
+    history, pending, stop, base_key = [], [], False, jax.random.key(seed)
+    step = int(state.train.step)
+    stream = _batches(batches, step)
+    item = next(stream, None) if step < steps else None
+    while item is not None:
+        epoch, index, batch = item
+        train = state.train
+        if initial_carry is not None and index == 0:
+            train = train._replace(carry=initial_carry)
+        train, metrics = train_step.update(train, batch, jax.random.fold_in(base_key, step))
+        state, step = state._replace(train=train), step + 1
+        pending.append(metrics)
+        item = next(stream, None) if step < steps else None  # looked ahead, so the last step is known
+        last = item is None
+        if step % log_every == 0 or last:
+            record = {"step": step, **({} if epoch is None else {"epoch": epoch}), **_mean(pending)}
+            stop = _emit(on_log, record) or stop
+            pending = []
+        if evaluation is not None and (step % evaluation.every == 0 or last or stop):
+            state, patience_over, result = _evaluate(evaluation, state)
+            history.append({"step": step, **result})
+            stop = _emit(on_log, {"step": step, "eval": result}) or patience_over or stop
+        if save is not None and ((save_every and step % save_every == 0) or last or stop):
+            save(state)
+        if stop:
+            break
+    best = state.best_params if evaluation is not None else state.train.params
+    return FitResult(best, state.train.params, state.train.opt_state, step, history, stop)
+
+
+def _batches(batches, start: int) -> Iterator[tuple]:
+    """``(epoch, index in the epoch, batch)`` from step ``start`` on; epoch and index are None for an iterable."""
+    if not callable(batches):
+        yield from ((None, None, batch) for batch in itertools.islice(batches, start, None))
+        return
+    first = batches(0)
+    per_epoch = len(first)
     if per_epoch == 0:
         raise ValueError("batches(0) returned no batches; expected at least one")
-    bar = _progress(steps, step, progress)
-    pending = []
-    try:
-        while step < steps and not stopped_early:
-            epoch, index = divmod(step, per_epoch)
-            if epoch not in epoch_cache:
-                epoch_cache = {epoch: batches(epoch)}
-            if stateful and index == 0:
-                state["carry"] = initial_carry
-            key = jax.random.fold_in(base_key, step)
-            batch = epoch_cache[epoch][index]
-            if stateful:
-                state["params"], state["opt_state"], metrics, state["carry"] = train_step(
-                    state["params"], state["opt_state"], batch, key, state["carry"])  # fmt: skip
-            else:
-                state["params"], state["opt_state"], metrics = train_step(
-                    state["params"], state["opt_state"], batch, key
-                )
-            step += 1
-            state["step"] = jnp.asarray(step, jnp.int32)
-            pending.append(metrics)
-            if step % log_every == 0 or step == steps:
-                _write(log, {"step": step, "epoch": epoch, **_mean(pending)}, bar)
-                pending = []
-            if evaluate is not None and (step % eval_every == 0 or step == steps):
-                result = {k: float(v) for k, v in evaluate(state["params"]).items()}
-                history.append({"step": step, **result})
-                _write(log, {"step": step, "eval": result}, bar, monitor)
-                value = sign * result[monitor]
-                if value < float(state["best"]):
-                    state["best"], state["best_params"] = jnp.asarray(value, jnp.float32), state["params"]
-                    state["bad_evals"] = jnp.zeros((), jnp.int32)
-                else:
-                    state["bad_evals"] = state["bad_evals"] + 1
-                    stopped_early = patience is not None and int(state["bad_evals"]) >= patience
-            if checkpoint_dir is not None and ((checkpoint_every and step % checkpoint_every == 0) or step == steps
-                                               or stopped_early):  # fmt: skip
-                checkpoint.save(checkpoint_dir / f"step_{step}", state, net=net, force=True)
-            bar.update(1)
-    finally:
-        bar.close()
-        if log is not None:
-            log.close()
-    best = state["best_params"] if evaluate is not None else state["params"]
-    return FitResult(best, state["params"], state["opt_state"], step, history, stopped_early)
+    epoch, index = divmod(start, per_epoch)
+    while True:
+        current = first if epoch == 0 else batches(epoch)
+        yield from ((epoch, i, current[i]) for i in range(index, per_epoch))
+        epoch, index = epoch + 1, 0
+
+
+def _evaluate(evaluation: Evaluation, state: FitState):
+    """Evaluate, keep the best params; returns ``(state, whether patience ran out, the results)``."""
+    result = {k: float(v) for k, v in evaluation.evaluate(state.train.params).items()}
+    value = (1.0 if evaluation.mode == "min" else -1.0) * result[evaluation.monitor]
+    if value < float(state.best):
+        state = state._replace(
+            best_params=state.train.params, best=jnp.asarray(value, jnp.float32), bad_evals=jnp.zeros((), jnp.int32)
+        )
+        return state, False, result
+    state = state._replace(bad_evals=state.bad_evals + 1)
+    return state, evaluation.patience is not None and int(state.bad_evals) >= evaluation.patience, result
 
 
 def _mean(metrics: list[dict]) -> dict:
     return {k: float(jnp.mean(jnp.stack([m[k] for m in metrics]))) for k in metrics[0]}
 
 
-def _write(log, record: dict, bar, monitor=None) -> None:
-    record = {"time": round(time.time(), 3), **record}
-    if log is not None:
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-    shown = bar.__dict__.setdefault("rnnx_postfix", {})  # the latest training loss and evaluation, together
-    if "eval" in record:
-        shown[f"eval {monitor}"] = f"{record['eval'].get(monitor, float('nan')):.4g}"
-    else:
-        shown |= {"loss": f"{record['loss']:.4f}", "|g|": f"{record['grad_norm']:.3g}"}
-    bar.set_postfix(shown)
+def _emit(on_log, record: dict) -> bool:
+    return bool(on_log is not None and on_log({"time": round(time.time(), 3), **record}))
 
 
-def _progress(total: int, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not enabled, desc="training", unit="step", dynamic_ncols=True)
+__all__ = [
+    "SCHEDULES",
+    "Checkpoints",
+    "Evaluation",
+    "FitResult",
+    "FitState",
+    "TrainState",
+    "TrainStep",
+    "default_optimizer",
+    "fit",
+    "initial_state",
+    "jsonl_log",
+    "learning_rate_schedule",
+    "make_train_step",
+]

@@ -27,10 +27,14 @@ def masked_cross_entropy(logits, targets, mask=None):
 
 def binary_cross_entropy(logits, labels, weights=None):
     """Mean sigmoid binary cross-entropy; ``logits (b,)``, ``labels (b,)`` in {0, 1}, optional row weights."""
-    return _weighted_mean(optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), labels.astype(jnp.float32)),
-                          weights)  # fmt: skip
+    return _weighted_mean(
+        optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), labels.astype(jnp.float32)), weights
+    )
 
 
 def cross_entropy(logits, labels, weights=None):
     """Mean softmax cross-entropy for multi-class labels; ``logits (b, c)``, integer ``labels (b,)``."""
     return _weighted_mean(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels), weights)
+
+
+__all__ = ["binary_cross_entropy", "cross_entropy", "masked_cross_entropy"]

@@ -1,9 +1,8 @@
-"""Evaluation metrics: accuracy, perplexity, bits per character, gradient norms."""
+"""Evaluation metrics: accuracy, perplexity, bits per character."""
 
 import math
 
 import jax.numpy as jnp
-import optax
 
 
 def accuracy(logits, labels, weights=None):
@@ -33,6 +32,4 @@ def bits_per_token(mean_nll: float) -> float:
     return mean_nll / math.log(2.0)
 
 
-def global_norm(tree):
-    """The L2 norm of all leaves together, as clipping by global norm measures it."""
-    return optax.tree.norm(tree)
+__all__ = ["accuracy", "bits_per_token", "perplexity"]

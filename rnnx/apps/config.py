@@ -1,0 +1,129 @@
+"""The settings of an experiment run, their validation, and the command-line flags built from them.
+
+Shared by the ``rnnx`` CLI and the examples: both build their flags with :func:`add_config_flags` and read
+them back with :func:`config_from_args`.
+"""
+
+import argparse
+import dataclasses
+
+from rnnx.core import CELLS
+from rnnx.training.loop import SCHEDULES
+
+CLASSIFICATION_SETS = ("trec", "trec-fine", "rotten_tomatoes")
+PRETRAINED = ("none", "glove50")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid (a flag, a config field, a column, a run directory); the message names it, what
+    was expected and what was received."""
+
+
+@dataclasses.dataclass
+class ClassifierConfig:
+    dataset: str = "trec"  # trec, trec-fine, rotten_tomatoes, a Hub name or local file(s)
+    text_column: str = "text"
+    label_column: str = "label"
+    group_column: str = "auto"  # keep each group (e.g. a movie) on one side; "auto": movie for rotten_tomatoes; "none"
+    test_size: int = 500
+    cell: str = "simple_rnn"
+    hidden: int = 64
+    embed: int = 128
+    pretrained: str = "none"  # or glove50: GloVe 6B 50-d vectors for the embedding (needs --embed 50)
+    layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0  # on the embedded inputs, the final state, and between stacked layers
+    batch_size: int = 32
+    max_length: int = 64
+    min_freq: int = 1
+    max_vocab: int = 20000
+    steps: int = 3000
+    learning_rate: float = 3e-4
+    schedule: str = "constant"  # or cosine: decay to 0 over the steps
+    clip_norm: float = 1.0
+    eval_every: int = 200
+    patience: int | None = 5
+    seed: int = 0
+    run_dir: str = "runs/classifier"
+
+
+@dataclasses.dataclass
+class LanguageModelConfig:
+    dataset: str = "shakespeare"  # shakespeare, or local text file(s) (the last 10% held out)
+    cell: str = "gru"
+    hidden: int = 128
+    embed: int = 300
+    layers: int = 2
+    dropout: float = 0.0
+    batch_size: int = 64
+    window: int = 100
+    steps: int = 3000
+    learning_rate: float = 2e-3
+    schedule: str = "constant"  # or cosine: decay to 0 over the steps
+    clip_norm: float = 1.0
+    eval_every: int = 500
+    eval_chars: int = 100_000
+    patience: int | None = None
+    ngram_orders: tuple = (3, 4, 5, 6)
+    seed: int = 0
+    run_dir: str = "runs/language_model"
+
+
+def validate(config) -> None:
+    """Raise :class:`ConfigError` for a setting no run could use, before any data is read."""
+    if config.cell not in CELLS:
+        raise ConfigError(f"cell must be one of {sorted(CELLS)}, received {config.cell!r}")
+    if config.schedule not in SCHEDULES:
+        raise ConfigError(f"schedule must be one of {SCHEDULES}, received {config.schedule!r}")
+    for name in ("hidden", "embed", "layers", "batch_size", "steps", "eval_every"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, received {getattr(config, name)!r}")
+    pretrained = getattr(config, "pretrained", "none")
+    if pretrained not in PRETRAINED:
+        raise ConfigError(f"pretrained must be one of {PRETRAINED}, received {pretrained!r}")
+    if pretrained == "glove50" and config.embed != 50:
+        raise ConfigError(
+            f"pretrained glove50 has 50-dimensional vectors, so embed must be 50, received {config.embed}"
+        )
+
+
+def add_config_flags(parser, config_class, skip=()) -> set:
+    """One ``--flag`` per field of ``config_class`` not in ``skip``, typed from its default; returns the
+    field names it added. Defaults stay None here, so that the task's own config default applies (the two
+    tasks share flags such as --learning-rate with different defaults)."""
+    added = set()
+    for field in dataclasses.fields(config_class):
+        if field.name in skip:
+            continue
+        flag, default = "--" + field.name.replace("_", "-"), field.default
+        note = f"default {default!r}"
+        if field.name == "cell":
+            parser.add_argument(flag, choices=sorted(CELLS), default=None, help=note)
+        elif isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=note)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, type=int, nargs="+", default=None, help=note)
+        else:
+            kind = int if field.name == "patience" else (str if default is None else type(default))
+            parser.add_argument(flag, type=kind, default=None, help=note)
+        added.add(field.name)
+    return added
+
+
+def config_from_args(args, config_class, **defaults):
+    """``config_class`` from the flags given on the command line, else ``defaults``, else its own defaults."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in names and v is not None}
+    return config_class(**(defaults | given))
+
+
+__all__ = [
+    "CLASSIFICATION_SETS",
+    "PRETRAINED",
+    "ClassifierConfig",
+    "ConfigError",
+    "LanguageModelConfig",
+    "add_config_flags",
+    "config_from_args",
+    "validate",
+]

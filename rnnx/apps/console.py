@@ -1,0 +1,36 @@
+"""What the CLI and the examples show while a run trains: a progress bar fed by ``fit``'s records, and notes.
+
+>>> with progress_bar(10, enabled=False) as on_log:
+...     on_log({"step": 5, "loss": 1.0, "grad_norm": 2.0})
+"""
+
+import contextlib
+import sys
+
+
+def say(message: str) -> None:
+    """A note for the person watching, on stderr so that stdout keeps only the results."""
+    print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, *, enabled: bool = True):
+    """A tqdm bar over ``total`` steps; yields an ``on_log`` for :func:`rnnx.training.fit` that moves it to
+    each record's step and shows the latest training loss, gradient norm and evaluation together."""
+    from tqdm.auto import tqdm
+
+    shown = {}
+    with tqdm(total=total, disable=not enabled, desc="training", unit="step", dynamic_ncols=True) as bar:
+
+        def on_log(record: dict) -> None:
+            if "eval" in record:
+                shown.update({f"eval {k}": f"{v:.4g}" for k, v in record["eval"].items()})
+            else:
+                shown.update({"loss": f"{record['loss']:.4f}", "|g|": f"{record['grad_norm']:.3g}"})
+            bar.update(record["step"] - bar.n)
+            bar.set_postfix(shown)
+
+        yield on_log
+
+
+__all__ = ["progress_bar", "say"]
