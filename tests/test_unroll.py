@@ -127,3 +127,28 @@ def test_reset_inside_a_sequence_equals_two_separate_runs(cell, params, xs):
         np.testing.assert_allclose(ys[0], jnp.concatenate([first, second]), atol=1e-6)
         _, whole = rnnx.unroll(cell, params, xs[2], reverse=reverse)
         np.testing.assert_allclose(ys[2], whole, atol=1e-6)  # no reset: untouched
+
+
+@pytest.mark.parametrize("mode", ["default", "other"])
+@pytest.mark.parametrize("poison", [jnp.nan, jnp.inf, 1e30])
+def test_padding_never_reaches_the_gradient(cell, params, xs, mode, poison):
+    """NaN, inf or huge values at padded (beyond ``lengths``) or masked steps give the gradients of zeros there.
+
+    ``mode`` flips ``hoist`` for sequential cells and ``parallel`` for parallel-scan cells, so every path that
+    projects inputs is covered.
+    """
+    lengths = jnp.array([T, 3, 1])
+    mask = jnp.ones((B, T), bool).at[0, 2].set(False)
+    skipped = ~(mask & (jnp.arange(T) < lengths[:, None]))
+    option = {"parallel": False} if cell.coefficients is not None else {"hoist": not rnnx.default_hoist(cell)}
+    kwargs = dict(lengths=lengths, mask=mask, **(option if mode == "other" else {}))
+
+    def loss(p, x):
+        carry, ys = rnnx.unroll(cell, p, x, **kwargs)
+        return jnp.sum(ys**2) + sum(jnp.sum(c**2) for c in jax.tree.leaves(carry))
+
+    clean = jnp.where(skipped[..., None], 0.0, xs)
+    dirty = jnp.where(skipped[..., None], poison, xs)
+    grads = jax.grad(loss, argnums=(0, 1))(params, dirty)
+    chex.assert_tree_all_finite(grads)
+    chex.assert_trees_all_close(grads, jax.grad(loss, argnums=(0, 1))(params, clean), rtol=1e-6, atol=1e-6)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import rnn as jrnn
 
+from rnnx.core._common import check_stack_params
 from rnnx.core.cells import LSTMCarry
 from rnnx.core.stack import Stack
 
@@ -51,7 +52,7 @@ def pack(net: Stack, params) -> jax.Array:
     (1536,)
     """
     _check_lstm(net)
-    _check_stack_params(net, params)
+    check_stack_params(net, params)
     cells = [p for layer in params for p in layer]
     weights = [_f32(p[name]).T.ravel() for p in cells for name in ("w_ih", "w_hh")]
     biases = []
@@ -158,7 +159,7 @@ def apply(net: Stack, params, xs, *, lengths=None, initial_carry=None, precision
     (True, 0.0)
     """
     _check_lstm(net)
-    input_size = _check_stack_params(net, params)
+    input_size = check_stack_params(net, params)
     impl = jrnn.lstm if impl is None else impl
     xs = jnp.asarray(xs)
     if xs.ndim < 2 or xs.shape[-1] != input_size:
@@ -244,7 +245,7 @@ def unsupported_reason(
         got = f"a {net.cell.name} stack" if isinstance(net, Stack) else type(net).__name__
         return f"cuDNN's fused RNN in jax.experimental.rnn computes rnnx.lstm cells only, received {got}"
     try:
-        _check_stack_params(net, params)
+        check_stack_params(net, params)
     except ValueError as error:
         return f"the params do not fit the stack: {error}"
     dtype = net.initial_carry(params)[0].h.dtype
@@ -314,25 +315,6 @@ def _check_lstm(net) -> None:
         raise TypeError(f"net must be an rnnx.Stack (from rnnx.stacked), received {type(net).__name__}")
     if net.cell.name != "lstm":
         raise ValueError(f"cuDNN computes rnnx.lstm stacks only, received a {net.cell.name} stack")
-
-
-def _check_stack_params(net: Stack, params) -> int:
-    """Raise a ValueError unless ``params`` have the shapes ``net.init`` makes; return the input size ``d``."""
-    try:
-        input_size = int(params[0][0]["w_ih"].shape[0])
-    except (TypeError, KeyError, IndexError, AttributeError):
-        raise ValueError(
-            "params must be a Stack's params, a list over layers of lists over directions of cell params "
-            f"with 'w_ih'; received {type(params).__name__}"
-        ) from None
-    expected = jax.tree.map(lambda a: a.shape, _expected_params(net, input_size))
-    received = jax.tree.map(lambda a: tuple(jnp.shape(a)), params)
-    if received != expected:
-        raise ValueError(
-            f"params do not fit {net.cell.name} x {net.num_layers} layer(s) x {net.num_directions} direction(s) "
-            f"with input_size={input_size}: expected shapes {expected}, received {received}"
-        )
-    return input_size
 
 
 def _expected_params(net: Stack, input_size: int):

@@ -139,6 +139,10 @@ def unroll(
 
     x_tm = to_tm(xs)
     valid_tm = None if valid is None else to_tm(valid)
+    if valid_tm is not None:
+        # Padded and masked steps are skipped, but their inputs still flow through the step (or the hoisted
+        # projection) before the select; zero them first so that NaN or inf there never reaches a gradient.
+        x_tm = jnp.where(valid_tm[..., None], x_tm, jnp.zeros((), x_tm.dtype))
     reset_tm = None if reset is None else to_tm(reset)
     if reset_tm is not None and reverse:
         reset_tm = jnp.concatenate([reset_tm[1:], jnp.zeros_like(reset_tm[:1])])

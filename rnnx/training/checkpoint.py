@@ -86,7 +86,9 @@ def restore(directory, like, *, net=None):
     Args:
       directory: the path :func:`save` returned.
       like: a pytree shaped like the saved ``state`` (arrays or ``jax.ShapeDtypeStruct``s); ``flax.nnx``
-        modules and optimizers in it are updated in place.
+        modules and optimizers in it are updated in place. Each array is restored with the sharding of its
+        counterpart here (a ``jax.Array``'s or a ``ShapeDtypeStruct``'s ``sharding``), so a checkpoint saved
+        on one mesh restores on another mesh or on one device.
       net: the :class:`rnnx.Stack` expected, checked against the recorded one.
 
     Returns:
@@ -158,7 +160,12 @@ def _restore(read, path, like, net):
     arrays = _to_arrays(like)
     _check_architecture(path, meta["architecture"], _architectures(like, net))
     _check_signature(path, meta["arrays"], _signature(arrays))
-    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), _dtype(a)), arrays)
+    # Each array comes back with the sharding of its counterpart in `like` (a jax.Array's, or a
+    # ShapeDtypeStruct's `sharding`), so a checkpoint written on one mesh restores onto another or onto one
+    # device; orbax reads the global array, whatever topology wrote it.
+    target = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(np.shape(a), _dtype(a), sharding=getattr(a, "sharding", None)), arrays
+    )
     return _from_arrays(like, read(ocp.args.Composite(state=ocp.args.StandardRestore(target))).state)
 
 

@@ -15,12 +15,16 @@ def accuracy(logits, labels, weights=None):
 
 
 def perplexity(mean_nll: float) -> float:
-    """``exp`` of the mean negative log-likelihood (in nats) per token.
+    """``exp`` of the mean negative log-likelihood (in nats) per token; ``inf`` where that overflows a float
+    (a diverged model), never an exception.
 
-    >>> perplexity(math.log(4.0))
-    4.0
+    >>> perplexity(math.log(4.0)), perplexity(1e6)
+    (4.0, inf)
     """
-    return math.exp(mean_nll)
+    try:
+        return math.exp(mean_nll)
+    except OverflowError:
+        return math.inf
 
 
 def bits_per_token(mean_nll: float) -> float:
