@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from rnnx.training import checkpoint
@@ -192,7 +193,12 @@ def fit(
         inserts the gradient all-reduce; the result equals the one-device run to float32 round-off (the
         order of the sums differs). A batch size that does not divide over the axis is refused with a
         ``ValueError``. Checkpoints hold the global arrays, so they restore on any mesh or on one device.
-        ``evaluation.evaluate`` receives the replicated params, unchanged.
+        ``evaluation.evaluate`` receives the replicated params, unchanged. Across processes (after
+        :func:`rnnx.training.distributed.initialize`, with a mesh over ``jax.devices()`` of all of them)
+        every process calls ``fit`` with the same arguments except the data: its batches and
+        ``initial_carry`` are its own slice of the global batch (e.g. the examples of
+        :func:`rnnx.training.distributed.process_shard`), all of the same size, and it must take as many
+        batches per epoch as the others. The global batch is the processes' slices in mesh order.
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, received {steps!r}")
@@ -241,12 +247,15 @@ def jsonl_log(path) -> Callable[[dict], None]:
 
 class _Placement:
     """Where :func:`fit` puts things on a data-parallel ``mesh``: batches split over ``"data"``, the rest
-    replicated."""
+    replicated. On a mesh over the devices of several processes, each batch is this process's slice of the
+    global batch, assembled with ``jax.make_array_from_process_local_data``; on one process's devices the
+    whole batch is put with ``jax.device_put``."""
 
     def __init__(self, mesh: jax.sharding.Mesh):
         if "data" not in mesh.axis_names:
             raise ValueError(f"mesh must have an axis named 'data', received axes {tuple(mesh.axis_names)}")
         self.devices = mesh.shape["data"]
+        self.processes = len({d.process_index for d in mesh.devices.flat})  # that feed the mesh
         self.split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
         self.copy = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
@@ -254,16 +263,23 @@ class _Placement:
         """``tree`` split along its leading (batch) axis, after checking that it divides over the devices."""
         for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
             size = jnp.shape(leaf)[0] if jnp.ndim(leaf) else None
-            if size is None or size % self.devices:
+            if size is None or (size * self.processes) % self.devices:
                 where = f"{name}{jax.tree_util.keystr(path)}"
                 received = "a scalar" if size is None else f"batch size {size}"
+                if size is not None and self.processes > 1:
+                    received += f" per process ({size * self.processes} in all over {self.processes} processes)"
                 raise ValueError(
                     f"{received} does not divide over the {self.devices} devices of mesh axis 'data' (at {where})"
                 )
-        return jax.device_put(tree, self.split)
+        if self.processes == 1:
+            return jax.device_put(tree, self.split)
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.split, np.asarray(x)), tree)
 
     def replicated(self, tree):
-        return jax.device_put(tree, self.copy)
+        if self.processes == 1:
+            return jax.device_put(tree, self.copy)
+        # every process holds the same values (same seed); each puts them on its own devices of the mesh
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.copy, np.asarray(x)), tree)
 
     def state(self, state: FitState) -> FitState:
         train = state.train
