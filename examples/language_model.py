@@ -42,7 +42,7 @@ def main(argv=None):
     add_results_flags(parser, "language_model")
     args = parser.parse_args(argv)
     cfg = config_from_args(args, LanguageModelConfig, **DEFAULTS)
-    with progress_bar(cfg.steps) as on_log:
+    with progress_bar(cfg.steps, bits=True) as on_log:
         result = train_language_model(cfg, on_log=on_log, say=say)
     model, params, vocab = restore_language_model(cfg.run_dir)  # generate from the saved checkpoint
     ids = sample(

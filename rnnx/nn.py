@@ -11,18 +11,27 @@ Differences from PyTorch worth knowing when swapping ``torch.nn.LSTM`` for :clas
   ``time_major=True`` is PyTorch's default ``batch_first=False``;
 * a call returns ``(ys, carry)`` where ``carry`` is a tuple of ``num_layers * num_directions`` cell
   carries in ``h_n`` order (``LSTMCarry(h, c)`` for the LSTM), rather than stacked ``h_n``/``c_n`` arrays;
+* :func:`to_torch_state` and :func:`from_torch_state` convert that tuple to and from PyTorch's stacked
+  ``h_n (L*D, b, h)`` (and ``c_n``);
 * initialisation follows rnnx (Keras's defaults); pass ``kernel_init=rnnx.torch_init(h)`` etc. for
   PyTorch's, or bring trained weights along with :func:`rnnx.interop.from_torch` and
-  :meth:`Recurrent.from_functional`.
+  :meth:`Recurrent.from_functional`;
+* one bias ``b`` per gate block (PyTorch's ``b_ih + b_hh`` folded), ``use_bias=False`` for PyTorch's
+  ``bias=False``; PyTorch-only arguments (``batch_first``, ``nonlinearity``, ...) are refused with the fix;
+* ``rngs`` takes an int seed (``rngs=0`` is ``nnx.Rngs(0)``), as Flax's own modules do.
+
+:class:`SimpleRNNCell`, :class:`LSTMCell`, :class:`GRUCell`, :class:`MinGRUCell` and :class:`MinLSTMCell`
+are single steps, ``cell(carry, x) -> (carry, y)`` (Flax's cell order), for loops of one's own.
 """
 
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from rnnx.core._common import check_stack_params
-from rnnx.core.cells import Cell
+from rnnx.core.cells import Cell, LSTMCarry
 from rnnx.core.registry import CELLS
 from rnnx.core.stack import Stack, stacked
 from rnnx.core.typing import BatchShape, Carry, Inputs, Key, Lengths, Mask, Outputs, StackParams
@@ -30,6 +39,33 @@ from rnnx.core.typing import BatchShape, Carry, Inputs, Key, Lengths, Mask, Outp
 
 def _is_param(x) -> bool:
     return isinstance(x, nnx.Variable)
+
+
+# PyTorch constructor arguments that rnnx spells otherwise or does without: the fix for each.
+_TORCH_ARGUMENTS = {
+    "batch_first": lambda v: (
+        "pass time_major=False (the default) for batch-first input"
+        if v
+        else "pass time_major=True for time-major input"
+    ),
+    "bias": lambda v: "pass use_bias=False for no biases (rnnx folds b_ih + b_hh into one b per gate block)",
+    "nonlinearity": lambda v: f"pass activation={v!r} (simple_rnn's activation: 'tanh' or 'relu')",
+    "proj_size": lambda v: "rnnx has no projected LSTM; project the outputs with nnx.Linear instead",
+    "device": lambda v: "JAX places arrays itself; use jax.device_put or a sharding on the params",
+}
+
+
+def _reject_torch_arguments(owner: str, kwargs: dict) -> None:
+    for name, value in kwargs.items():
+        if name in _TORCH_ARGUMENTS:
+            raise TypeError(f"rnnx.nn.{owner}: {name} is PyTorch's; {_TORCH_ARGUMENTS[name](value)}")
+
+
+def _as_rngs(rngs):
+    """``nnx.Rngs`` from an int seed or a key, as Flax's modules accept (``rngs=0`` is ``nnx.Rngs(0)``)."""
+    if rngs is None or isinstance(rngs, nnx.Rngs):
+        return rngs
+    return nnx.Rngs(rngs)
 
 
 class Recurrent(nnx.Module):
@@ -53,9 +89,10 @@ class Recurrent(nnx.Module):
         time_major: bool = False,
         deterministic: bool = False,
         params: StackParams | None = None,
-        rngs: nnx.Rngs | None = None,
+        rngs: nnx.Rngs | int | None = None,
     ):
         """Build the stack; draw params from ``rngs.params()`` unless ``params`` are given."""
+        rngs = _as_rngs(rngs)
         net = stacked(cell, num_layers, bidirectional=bidirectional, dropout=dropout, time_major=time_major)
         if params is None:
             if rngs is None:
@@ -94,6 +131,7 @@ class Recurrent(nnx.Module):
           PyTorch's ``h_n`` order.
         """
         net = self.net
+        _check_initial_carry(type(self).__name__, initial_carry, xs)
         deterministic = self.deterministic if deterministic is None else deterministic
         key = None if deterministic or net.dropout == 0 else self._dropout_key(rngs)
         options = dict(lengths=lengths, mask=mask, reset=reset, initial_carry=initial_carry, key=key)
@@ -103,6 +141,24 @@ class Recurrent(nnx.Module):
     def initial_carry(self, batch_shape: BatchShape = ()) -> tuple[Carry, ...]:
         """The default initial carry, a tuple shaped like a call's final carry."""
         return self.net.initial_carry(self.functional()[1], batch_shape)
+
+    @property
+    def input_size(self) -> int:
+        """``d``, the feature size of the inputs."""
+        return self.params[0][0]["w_ih"].shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        """``h``, each direction's hidden size."""
+        return self.net.cell.hidden_size
+
+    @property
+    def num_layers(self) -> int:
+        return self.net.num_layers
+
+    @property
+    def bidirectional(self) -> bool:
+        return self.net.bidirectional
 
     def functional(self) -> tuple[Stack, StackParams]:
         """``(net, params)``, the functional view: ``net.apply(params, xs)`` returns ``(carry, ys)`` where
@@ -149,7 +205,27 @@ class Recurrent(nnx.Module):
             return rngs.dropout()
         if isinstance(rngs, nnx.RngStream):
             return rngs()
+        if isinstance(rngs, int):
+            return jax.random.key(rngs)
         return rngs
+
+
+def _check_initial_carry(owner: str, initial_carry, xs) -> None:
+    """Refuse PyTorch's stacked ``h_0`` / ``(h_0, c_0)``, whose leaves have one axis more than a carry."""
+    leaves = jax.tree.leaves(initial_carry)
+    if not isinstance(initial_carry, tuple | list) or isinstance(initial_carry, LSTMCarry):
+        if leaves:
+            raise TypeError(
+                f"rnnx.nn.{owner}: initial_carry must be a tuple of num_layers * num_directions cell carries, "
+                f"received {type(initial_carry).__name__}; for PyTorch's stacked h_0 (L*D, b, h) pass "
+                "rnnx.nn.from_torch_state(h_0)"
+            )
+        return
+    if leaves and all(jnp.ndim(leaf) == jnp.ndim(xs) for leaf in leaves):
+        raise ValueError(
+            f"rnnx.nn.{owner}: initial_carry holds arrays shaped {[jnp.shape(a) for a in leaves]}, PyTorch's "
+            "stacked (L*D, b, h) layout; pass rnnx.nn.from_torch_state(h_0) (or (h_0, c_0) for an LSTM)"
+        )
 
 
 class _Named(Recurrent):
@@ -168,9 +244,10 @@ class _Named(Recurrent):
         time_major: bool = False,
         deterministic: bool = False,
         params: StackParams | None = None,
-        rngs: nnx.Rngs | None = None,
+        rngs: nnx.Rngs | int | None = None,
         **cell_kwargs: Any,
     ):
+        _reject_torch_arguments(type(self).__name__, cell_kwargs)
         super().__init__(
             CELLS[self.cell_name](hidden_size, **cell_kwargs),
             input_size,
@@ -192,7 +269,7 @@ class SimpleRNN(_Named):
       bidirectional, dropout, time_major: as in :func:`rnnx.stacked` (dropout between layers).
       deterministic: start with dropout off (``model.eval()`` / ``model.train()`` toggle it).
       params: functional params to hold instead of drawing new ones.
-      rngs: ``nnx.Rngs``: ``params`` draws the weights, ``dropout`` the dropout masks.
+      rngs: ``nnx.Rngs`` (or an int seed): ``params`` draws the weights, ``dropout`` the dropout masks.
       **cell_kwargs: for :func:`rnnx.simple_rnn` (``activation``, ``use_bias``, initialisers, dtypes).
 
     >>> import jax.numpy as jnp, rnnx.nn
@@ -238,4 +315,139 @@ class GRU(_Named):
 # Keyed by the registry's names: the class from_functional returns for a stack of that cell.
 _CLASSES = {cls.cell_name: cls for cls in (SimpleRNN, LSTM, GRU)}
 
-__all__ = ["GRU", "LSTM", "Recurrent", "SimpleRNN"]
+
+class RecurrentCell(nnx.Module):
+    """One step of any rnnx cell as an NNX module: ``cell(carry, x) -> (carry, y)`` is ``cell.apply``.
+
+    Attributes:
+      cell: the functional :class:`rnnx.Cell` (static).
+      params: its params pytree, each array an ``nnx.Param``.
+    """
+
+    def __init__(self, cell: Cell, input_size: int, *, params=None, rngs: nnx.Rngs | int | None = None):
+        rngs = _as_rngs(rngs)
+        if params is None:
+            if rngs is None:
+                raise ValueError("rngs is required to initialise the params, e.g. rngs=0; received None")
+            params = cell.init(rngs.params(), input_size)
+        expected = cell.param_shapes(input_size)
+        received = {k: tuple(jnp.shape(v)) for k, v in params.items()}
+        if received != expected:
+            raise ValueError(
+                f"params do not fit {cell!r} at input_size={input_size}: expected shapes {expected}, "
+                f"received {received}"
+            )
+        self.cell = cell
+        self.params = nnx.data(jax.tree.map(nnx.Param, params))
+
+    def __call__(self, carry: Carry, x) -> tuple[Carry, Any]:
+        """One step: ``carry``, ``x (*b, d)`` -> ``(carry, y (*b, h))``."""
+        return self.cell.apply(self.functional()[1], carry, x)
+
+    def initial_carry(self, batch_shape: BatchShape = ()) -> Carry:
+        """The cell's default carry for ``batch_shape``: ``(*b, h)`` (``LSTMCarry`` for the LSTM)."""
+        return self.cell.initial_carry(self.functional()[1], batch_shape)
+
+    def functional(self):
+        """``(cell, params)``: ``cell.apply(params, carry, x)`` is ``self(carry, x)``."""
+        return self.cell, jax.tree.map(lambda p: p[...], self.params, is_leaf=_is_param)
+
+    @property
+    def input_size(self) -> int:
+        return self.params["w_ih"].shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.cell.hidden_size
+
+
+class _NamedCell(RecurrentCell):
+    cell_name: str
+
+    def __init__(self, input_size: int, hidden_size: int, *, params=None, rngs=None, **cell_kwargs: Any):
+        _reject_torch_arguments(type(self).__name__, cell_kwargs)
+        super().__init__(CELLS[self.cell_name](hidden_size, **cell_kwargs), input_size, params=params, rngs=rngs)
+
+
+class SimpleRNNCell(_NamedCell):
+    """``torch.nn.RNNCell`` as an NNX module, in Flax's order: ``cell(carry, x) -> (carry, y)``.
+
+    >>> import jax.numpy as jnp, rnnx.nn
+    >>> cell = rnnx.nn.SimpleRNNCell(3, 8, rngs=0)
+    >>> carry, y = cell(cell.initial_carry((4,)), jnp.ones((4, 3)))
+    >>> y.shape
+    (4, 8)
+    """
+
+    cell_name = "simple_rnn"
+
+
+class LSTMCell(_NamedCell):
+    """``torch.nn.LSTMCell`` as an NNX module; the carry is ``LSTMCarry(h, c)``."""
+
+    cell_name = "lstm"
+
+
+class GRUCell(_NamedCell):
+    """``torch.nn.GRUCell`` as an NNX module."""
+
+    cell_name = "gru"
+
+
+class MinGRUCell(_NamedCell):
+    """One step of :func:`rnnx.min_gru` as an NNX module."""
+
+    cell_name = "min_gru"
+
+
+class MinLSTMCell(_NamedCell):
+    """One step of :func:`rnnx.min_lstm` as an NNX module."""
+
+    cell_name = "min_lstm"
+
+
+def to_torch_state(carry: tuple[Carry, ...]):
+    """A module's final carry as PyTorch's stacked state: ``h_n (L*D, *b, h)``, or ``(h_n, c_n)`` for LSTM
+    carries, the layers and directions in the same order.
+
+    >>> import jax.numpy as jnp, rnnx.nn
+    >>> model = rnnx.nn.LSTM(3, 8, num_layers=2, rngs=0)
+    >>> h_n, c_n = rnnx.nn.to_torch_state(model(jnp.ones((4, 5, 3)))[1])
+    >>> h_n.shape, len(rnnx.nn.from_torch_state(h_n, c_n))
+    ((2, 4, 8), 2)
+    """
+    if not isinstance(carry, tuple | list) or isinstance(carry, LSTMCarry) or not carry:
+        raise TypeError(f"carry must be a module's tuple of per-layer carries, received {type(carry).__name__}")
+    if all(isinstance(c, LSTMCarry) for c in carry):
+        return jnp.stack([c.h for c in carry]), jnp.stack([c.c for c in carry])
+    return jnp.stack(carry)
+
+
+def from_torch_state(h_n, c_n=None) -> tuple[Carry, ...]:
+    """PyTorch's stacked ``h_n (L*D, *b, h)`` (and an LSTM's ``c_n``) as a module's tuple of carries, for
+    ``initial_carry``: ``LSTMCarry(h_n[i], c_n[i])`` with ``c_n``, else ``h_n[i]``."""
+    h_n = jnp.asarray(h_n)
+    if h_n.ndim < 2:
+        raise ValueError(f"h_n must be stacked (L*D, *b, h), received shape {h_n.shape}")
+    if c_n is None:
+        return tuple(h_n)
+    c_n = jnp.asarray(c_n)
+    if c_n.shape != h_n.shape:
+        raise ValueError(f"c_n must have h_n's shape {h_n.shape}, received {c_n.shape}")
+    return tuple(LSTMCarry(h, c) for h, c in zip(h_n, c_n))
+
+
+__all__ = [
+    "GRU",
+    "LSTM",
+    "GRUCell",
+    "LSTMCell",
+    "MinGRUCell",
+    "MinLSTMCell",
+    "Recurrent",
+    "RecurrentCell",
+    "SimpleRNN",
+    "SimpleRNNCell",
+    "from_torch_state",
+    "to_torch_state",
+]

@@ -157,3 +157,106 @@ def test_named_modules_build_their_cells_through_the_registry():
     # A cell without a class of its own comes back as a Recurrent.
     net = rnnx.stacked(rnnx.min_gru(H))
     assert type(rnnx.nn.Recurrent.from_functional(net, net.init(jax.random.key(0), D))) is rnnx.nn.Recurrent
+
+
+CELL_MODULES = {
+    "simple_rnn": rnnx.nn.SimpleRNNCell,
+    "lstm": rnnx.nn.LSTMCell,
+    "gru": rnnx.nn.GRUCell,
+    "min_gru": rnnx.nn.MinGRUCell,
+    "min_lstm": rnnx.nn.MinLSTMCell,
+}
+
+
+def test_every_registry_cell_has_a_single_step_module():
+    assert set(CELL_MODULES) == set(rnnx.CELLS)
+
+
+@pytest.mark.parametrize("name", sorted(CELL_MODULES))
+def test_a_cell_module_is_the_functional_step_and_loops_to_the_unroll(name, xs):
+    module = CELL_MODULES[name](D, H, rngs=0)
+    cell, params = module.functional()
+    assert cell == rnnx.make_cell(name, H) and module.hidden_size == H and module.input_size == D
+    assert _bits(params) == _bits(cell.init(nnx.Rngs(0).params(), D))  # rngs=0 is nnx.Rngs(0)
+    carry = module.initial_carry((B,))
+    assert _bits(carry) == _bits(cell.initial_carry(params, (B,)))
+    ys = []
+    for t in range(T):  # a loop of one's own over the module equals rnnx.unroll over the cell
+        carry, y = nnx.jit(lambda m, c, x: m(c, x))(module, carry, xs[:, t])
+        ys.append(y)
+    carry_u, ys_u = rnnx.unroll(cell, params, xs)
+    chex.assert_trees_all_close((carry, jnp.stack(ys, 1)), (carry_u, ys_u), atol=1e-5)
+    with pytest.raises(ValueError, match=r"params do not fit .* expected shapes"):
+        CELL_MODULES[name](D + 1, H, params=params)
+
+
+def test_size_attributes_are_read_only():
+    model = rnnx.nn.GRU(D, H, num_layers=2, bidirectional=True, rngs=0)
+    assert (model.input_size, model.hidden_size, model.num_layers, model.bidirectional) == (D, H, 2, True)
+    for name in ("hidden_size", "num_layers", "bidirectional"):
+        with pytest.raises(AttributeError):
+            setattr(model, name, 3)
+
+
+def test_integer_seeds_are_rngs():
+    a, b = rnnx.nn.LSTM(D, H, rngs=0), rnnx.nn.LSTM(D, H, rngs=nnx.Rngs(0))
+    assert _bits(a.functional()[1]) == _bits(b.functional()[1])
+    model = rnnx.nn.GRU(D, H, num_layers=2, dropout=0.5, rngs=0)
+    xs = jnp.ones((B, T, D))
+    assert _bits(model(xs, rngs=3)[0]) == _bits(model(xs, rngs=jax.random.key(3))[0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch_first": True}, "batch_first is PyTorch's; pass time_major=False (the default) for batch-first input"),
+        ({"batch_first": False}, "batch_first is PyTorch's; pass time_major=True for time-major input"),
+        ({"bias": False}, "bias is PyTorch's; pass use_bias=False for no biases"),
+        ({"proj_size": 4}, "proj_size is PyTorch's; rnnx has no projected LSTM"),
+        ({"device": "cpu"}, "device is PyTorch's; JAX places arrays itself"),
+    ],
+)
+def test_torch_arguments_name_the_module_and_the_fix(kwargs, message):
+    with pytest.raises(TypeError, match="^" + "rnnx.nn.LSTM: " + message.replace("(", r"\(").replace(")", r"\)")):
+        rnnx.nn.LSTM(D, H, rngs=0, **kwargs)
+    with pytest.raises(TypeError, match="^rnnx.nn.LSTMCell: " + message.split(";")[0]):
+        rnnx.nn.LSTMCell(D, H, rngs=0, **kwargs)
+    with pytest.raises(TypeError, match=r"rnnx.nn.SimpleRNN: nonlinearity is PyTorch's; pass activation='relu'"):
+        rnnx.nn.SimpleRNN(D, H, rngs=0, nonlinearity="relu")
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_torch_state_round_trip_and_stacked_initial_carry_is_refused(kind, xs):
+    model = MODULES[kind](D, H, num_layers=2, bidirectional=True, rngs=0)
+    _, carry = model(xs)
+    state = rnnx.nn.to_torch_state(carry)
+    h_n = state[0] if kind == "LSTM" else state
+    assert h_n.shape == (4, B, H)
+    back = rnnx.nn.from_torch_state(*state) if kind == "LSTM" else rnnx.nn.from_torch_state(state)
+    assert _bits(back) == _bits(tuple(carry))
+    assert _bits(model(xs, initial_carry=back)) == _bits(model(xs, initial_carry=carry))
+    with pytest.raises(ValueError, match=rf"rnnx.nn.{kind}: .*PyTorch's stacked \(L\*D, b, h\) layout; pass "):
+        model(xs, initial_carry=tuple(state) if kind == "LSTM" else (h_n,))
+    with pytest.raises(TypeError, match=rf"rnnx.nn.{kind}: initial_carry must be a tuple .*from_torch_state"):
+        model(xs, initial_carry=h_n)
+
+
+def test_torch_state_matches_torch_lstm(xs):
+    """rnnx's h_n/c_n from to_torch_state equal torch.nn.LSTM's, weights brought over by interop."""
+    from tests.conftest import require_torch
+
+    torch = require_torch()
+    from rnnx.interop import torch as interop_torch
+
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(D, H, num_layers=2, batch_first=True)
+    net, params = interop_torch.from_torch(ref)
+    model = rnnx.nn.LSTM.from_functional(net, params)
+    h0, c0 = torch.randn(2, B, H), torch.randn(2, B, H)
+    with torch.no_grad():
+        ys_t, (h_t, c_t) = ref(torch.tensor(np.array(xs)), (h0, c0))
+    ys, carry = model(xs, initial_carry=rnnx.nn.from_torch_state(h0.numpy(), c0.numpy()))
+    h_n, c_n = rnnx.nn.to_torch_state(carry)
+    np.testing.assert_allclose(ys, ys_t.numpy(), atol=1e-5)
+    np.testing.assert_allclose(h_n, h_t.numpy(), atol=1e-5)
+    np.testing.assert_allclose(c_n, c_t.numpy(), atol=1e-5)

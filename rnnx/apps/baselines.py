@@ -71,12 +71,32 @@ class CharNGram:
             raise ValueError(f"order must be at least 1, received {order}")
         self.order = order
         self.alphabet = sorted(set(text))
-        self.counts = [collections.defaultdict(collections.Counter) for _ in range(order)]
-        for n in range(order):  # context length n
-            table = self.counts[n]
-            for i in range(n, len(text)):
-                table[text[i - n : i]][text[i]] += 1
+        # One C-speed pass counts the longest n-grams; each shorter table sums the one above over its oldest
+        # character, plus the one n-gram at the very start that has no character before it.
+        grams = collections.Counter(text[i : i + order] for i in range(len(text) - order + 1))
+        self.counts = [None] * order
+        for n in reversed(range(order)):  # context length n: (n + 1)-grams
+            table = collections.defaultdict(collections.Counter)
+            for gram, count in grams.items():
+                table[gram[:-1]][gram[-1]] += count
+            self.counts[n] = table
+            if n:
+                shorter = collections.Counter()
+                for gram, count in grams.items():
+                    shorter[gram[1:]] += count
+                if len(text) >= n:
+                    shorter[text[:n]] += 1
+                grams = shorter
         self.totals = [{h: sum(c.values()) for h, c in t.items()} for t in self.counts]
+
+    def with_order(self, order: int) -> "CharNGram":
+        """The model of a lower ``order`` from the same counts, without counting again."""
+        if not 1 <= order <= self.order:
+            raise ValueError(f"order must be in [1, {self.order}], received {order}")
+        lower = object.__new__(CharNGram)
+        lower.order, lower.alphabet = order, self.alphabet
+        lower.counts, lower.totals = self.counts[:order], self.totals[:order]
+        return lower
 
     def _prob(self, context: str, char: str) -> float:
         unigram = self.counts[0][""]

@@ -6,7 +6,9 @@ them back with :func:`config_from_args`.
 
 import argparse
 import dataclasses
+import math
 
+from rnnx.apps.data import SPECIALS
 from rnnx.core import CELLS
 from rnnx.training.loop import SCHEDULES
 
@@ -69,22 +71,83 @@ class LanguageModelConfig:
     run_dir: str = "runs/language_model"
 
 
+def flag(name: str) -> str:
+    """The command-line flag of a config field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+_POSITIVE_INTEGERS = (
+    "hidden",
+    "embed",
+    "layers",
+    "batch_size",
+    "window",
+    "steps",
+    "eval_every",
+    "eval_chars",
+    "test_size",
+    "max_length",
+    "min_freq",
+    "max_vocab",
+    "patience",
+)
+
+
+def positive_integer(name: str, value) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an integer >= 1; ``name`` is the flag shown."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, received {value!r}")
+
+
+def positive_number(name: str, value) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a finite number > 0; ``name`` is the flag shown."""
+    if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a positive finite number, received {value!r}")
+
+
 def validate(config) -> None:
-    """Raise :class:`ConfigError` for a setting no run could use, before any data is read."""
+    """Raise :class:`ConfigError` for a setting no run could use, before any data is read. The message
+    names the setting by its flag (``--batch-size``), the values allowed and the value received."""
     if config.cell not in CELLS:
-        raise ConfigError(f"cell must be one of {sorted(CELLS)}, received {config.cell!r}")
+        raise ConfigError(f"--cell must be one of {sorted(CELLS)}, received {config.cell!r}")
     if config.schedule not in SCHEDULES:
-        raise ConfigError(f"schedule must be one of {SCHEDULES}, received {config.schedule!r}")
-    for name in ("hidden", "embed", "layers", "batch_size", "steps", "eval_every"):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, received {getattr(config, name)!r}")
+        raise ConfigError(f"--schedule must be one of {SCHEDULES}, received {config.schedule!r}")
+    for name in _POSITIVE_INTEGERS:
+        if hasattr(config, name) and not (name == "patience" and config.patience is None):
+            positive_integer(flag(name), getattr(config, name))
+    positive_number("--learning-rate", config.learning_rate)
+    if not isinstance(config.clip_norm, int | float) or not math.isfinite(config.clip_norm) or config.clip_norm < 0:
+        raise ConfigError(f"--clip-norm must be a finite number >= 0 (0: no clipping), received {config.clip_norm!r}")
+    if not isinstance(config.dropout, int | float) or not 0 <= config.dropout < 1:
+        raise ConfigError(f"--dropout must be in [0, 1), received {config.dropout!r}")
+    for order in getattr(config, "ngram_orders", (1,)):
+        positive_integer("--ngram-orders", order)
+    if getattr(config, "ngram_orders", (1,)) == ():
+        raise ConfigError("--ngram-orders must name at least one order, received none")
+    if hasattr(config, "window") and config.eval_chars < config.window + 1:
+        raise ConfigError(
+            f"--eval-chars must be at least --window {config.window} + 1 = {config.window + 1}, "
+            f"received {config.eval_chars}"
+        )
+    if getattr(config, "max_vocab", len(SPECIALS) + 1) <= len(SPECIALS):
+        raise ConfigError(
+            f"--max-vocab must exceed the {len(SPECIALS)} special tokens {list(SPECIALS)}, received {config.max_vocab}"
+        )
     pretrained = getattr(config, "pretrained", "none")
     if pretrained not in PRETRAINED:
-        raise ConfigError(f"pretrained must be one of {PRETRAINED}, received {pretrained!r}")
+        raise ConfigError(f"--pretrained must be one of {PRETRAINED}, received {pretrained!r}")
     if pretrained == "glove50" and config.embed != 50:
         raise ConfigError(
-            f"pretrained glove50 has 50-dimensional vectors, so embed must be 50, received {config.embed}"
+            f"--pretrained glove50 has 50-dimensional vectors, so --embed must be 50, received {config.embed}"
         )
+
+
+def warnings(config) -> list[str]:
+    """Settings that are legal but probably not meant: one line each, for the caller to show."""
+    notes = []
+    if config.clip_norm == 0:
+        notes.append("--clip-norm 0 turns gradient clipping off; pass a positive bound such as 1.0 to clip")
+    return notes
 
 
 def add_config_flags(parser, config_class, skip=()) -> set:
@@ -125,5 +188,9 @@ __all__ = [
     "LanguageModelConfig",
     "add_config_flags",
     "config_from_args",
+    "flag",
+    "positive_integer",
+    "positive_number",
     "validate",
+    "warnings",
 ]

@@ -5,6 +5,7 @@
 """
 
 import contextlib
+import math
 import sys
 
 
@@ -14,19 +15,23 @@ def say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def progress_bar(total: int, *, enabled: bool = True):
+def progress_bar(total: int, *, enabled: bool = True, bits: bool = False):
     """A tqdm bar over ``total`` steps; yields an ``on_log`` for :func:`rnnx.training.fit` that moves it to
-    each record's step and shows the latest training loss, gradient norm and evaluation together."""
+    each record's step and shows the latest training loss, gradient norm and evaluation together.
+
+    ``bits``: the loss is a mean NLL per character, shown in bits per character, the unit of evaluation.
+    """
     from tqdm.auto import tqdm
 
     shown = {}
+    loss_name, scale = ("bits/char", 1 / math.log(2.0)) if bits else ("loss", 1.0)
     with tqdm(total=total, disable=not enabled, desc="training", unit="step", dynamic_ncols=True) as bar:
 
         def on_log(record: dict) -> None:
             if "eval" in record:
-                shown.update({f"eval {k}": f"{v:.4g}" for k, v in record["eval"].items()})
+                shown.update({f"eval {k.replace('_per_', '/')}": f"{v:.4g}" for k, v in record["eval"].items()})
             else:
-                shown.update({"loss": f"{record['loss']:.4f}", "|g|": f"{record['grad_norm']:.3g}"})
+                shown.update({loss_name: f"{record['loss'] * scale:.4f}", "|g|": f"{record['grad_norm']:.3g}"})
             bar.update(record["step"] - bar.n)
             bar.set_postfix(shown)
 

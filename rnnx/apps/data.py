@@ -81,6 +81,42 @@ class Vocab:
         return cls(data["tokens"], data["level"])
 
 
+def local_files(source: str) -> list[Path] | None:
+    """The paths in ``source`` when it names local files (comma-separated, known suffixes), else None."""
+    paths = [Path(p) for p in source.split(",")]
+    return paths if all(p.suffix in _FORMATS for p in paths) else None
+
+
+def check_files(paths: Sequence[Path]) -> None:
+    """Raise :class:`DataUnavailable` for a path that is missing, not a file, empty, or not UTF-8 text
+    (parquet is binary by design and only checked for existence); the message names ``--dataset``."""
+    for path in paths:
+        if not path.exists():
+            raise DataUnavailable(f"--dataset file not found: {path}")
+        if not path.is_file():
+            raise DataUnavailable(f"--dataset must be a file, received the directory {path}")
+        if path.stat().st_size == 0:
+            raise DataUnavailable(f"--dataset file is empty: {path}")
+        if _FORMATS[path.suffix] == "parquet":
+            continue
+        with path.open("rb") as f:
+            head = f.read(1 << 16)
+        if b"\0" in head or not _is_utf8(head, cut=len(head) == 1 << 16):
+            raise DataUnavailable(f"--dataset file is binary, not UTF-8 text: {path}")
+
+
+def _is_utf8(head: bytes, *, cut: bool) -> bool:
+    """Whether ``head`` decodes; when it was ``cut`` from a longer file, a character split at its end is not
+    a fault (up to 3 bytes of one are dropped)."""
+    for drop in range(4 if cut else 1):
+        try:
+            head[: len(head) - drop].decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            continue
+    return False
+
+
 def load(source: str, *, split: str | None = None, **kwargs):
     """A ``datasets.DatasetDict`` (or ``Dataset`` with ``split``) from a Hub name or local files.
 
@@ -90,11 +126,9 @@ def load(source: str, *, split: str | None = None, **kwargs):
     """
     import datasets
 
-    paths = [Path(p) for p in source.split(",")]
-    if all(p.suffix in _FORMATS for p in paths):
-        missing = [str(p) for p in paths if not p.exists()]
-        if missing:
-            raise DataUnavailable(f"dataset file(s) not found: {missing}")
+    paths = local_files(source)
+    if paths is not None:
+        check_files(paths)
         formats = {_FORMATS[p.suffix] for p in paths}
         if len(formats) > 1:
             raise DataUnavailable(f"local files must share one format, received {sorted(formats)}")
@@ -201,8 +235,10 @@ __all__ = [
     "UNK",
     "DataUnavailable",
     "Vocab",
+    "check_files",
     "encode",
     "load",
+    "local_files",
     "padded_batches",
     "stream_windows",
     "tokenize",

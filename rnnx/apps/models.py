@@ -4,10 +4,12 @@ Params are dicts ``{"embed": (v, e), "rnn": stack params, "out_w": (o, c), "out_
 recurrent equations stay in :mod:`rnnx.core.cells`, the sequence logic in :func:`rnnx.unroll`.
 """
 
+import zlib
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnnx.core.cells import LSTMCarry
 from rnnx.core.stack import Stack, dropout
@@ -60,8 +62,10 @@ def classifier(net: Stack, vocab_size: int, embed_dim: int, num_classes: int, *,
     return Model(net, init, apply)
 
 
-def language_model(net: Stack, vocab_size: int, embed_dim: int) -> Model:
+def language_model(net: Stack, vocab_size: int, embed_dim: int, *, unroll: int = 1) -> Model:
     """Embedding -> ``net`` -> Dense over the vocabulary at every step.
+
+    ``unroll``: time steps per ``lax.scan`` iteration (as in :func:`rnnx.unroll`); the results are the same.
 
     ``apply(params, tokens (b, t), carry=None, key=None) -> (logits (b, t, v), carry)``: pass the returned
     carry back in to continue the text (truncated BPTT, or sampling one token at a time).
@@ -78,7 +82,7 @@ def language_model(net: Stack, vocab_size: int, embed_dim: int) -> Model:
         }
 
     def apply(params, tokens, carry=None, key=None):
-        carry, ys = net.apply(params["rnn"], params["embed"][tokens], initial_carry=carry, key=key)
+        carry, ys = net.apply(params["rnn"], params["embed"][tokens], initial_carry=carry, key=key, unroll=unroll)
         return ys @ params["out_w"] + params["out_b"], carry
 
     return Model(net, init, apply)
@@ -89,9 +93,14 @@ def sample(model: Model, params, prompt_ids, *, length: int, key, temperature: f
 
     ``exclude``: token ids never drawn (e.g. the vocabulary's special tokens).
     Returns the generated ids (without the prompt) as a list of ints.
+
+    The prompt is folded into ``key``: with one key, two prompts would otherwise draw the same uniform
+    numbers at every step (the Gumbel noise of ``categorical``), and once the model's distributions agree,
+    as they soon do after a prompt, the two texts become identical.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, received {temperature!r}")
+    key = jax.random.fold_in(key, zlib.crc32(np.asarray(prompt_ids, np.int32).tobytes()) & 0x7FFFFFFF)
     logits, carry = model.apply(params, jnp.asarray(prompt_ids, jnp.int32)[None])
     banned = jnp.zeros(logits.shape[-1], bool).at[jnp.asarray(list(exclude), jnp.int32)].set(True)
 

@@ -9,6 +9,7 @@ Builds on :mod:`rnnx.core` only; nothing here prints.
 """
 
 from rnnx.training import checkpoint as checkpoint
+from rnnx.training import distributed as distributed
 from rnnx.training import losses as losses
 from rnnx.training import metrics as metrics
 from rnnx.training.loop import SCHEDULES as SCHEDULES
@@ -34,6 +35,7 @@ __all__ = [
     "TrainState",
     "TrainStep",
     "checkpoint",
+    "distributed",
     "default_optimizer",
     "fit",
     "initial_state",
