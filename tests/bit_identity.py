@@ -1,8 +1,11 @@
 """Bit-identity snapshot of params and outputs for every cell, stack, NNX module, model and a short fit.
 
-Run on two commits and compare:  python bit_identity.py save A.npz ; (other commit) python bit_identity.py compare A.npz
+Run on two commits and compare (copy this file to the older one):
+    python tests/bit_identity.py save before.npz    # on the older commit
+    python tests/bit_identity.py compare before.npz # on this one; exit status 1 if any array differs
 Imports through public names that exist before and after the layout change.
 """
+
 import sys
 
 import jax
@@ -76,19 +79,16 @@ def snapshot():
     losses = _mod("rnnx.training.losses", "rnnx.losses")
     tokens = jax.random.randint(jax.random.key(6), (4, 4, 11), 0, 20)
 
-    def loss_fn(params, batch, key):
-        logits, _ = lm.apply(params, batch[:, :-1], None, key=key) if False else (None, None)
-        return 0.0, {}
-
     def lm_loss(params, batch, key, carry):
         logits, carry = lm.apply(params, batch[:, :-1], carry, key=key)
         return losses.masked_cross_entropy(logits, batch[:, 1:]), ({}, carry)
 
     kwargs = dict(steps=6, seed=0, initial_carry=lm.net.initial_carry(lp["rnn"], (4,)))
-    try:
-        res = train.fit(lm_loss, lp, lambda e: list(tokens), progress=False, optimizer=train.default_optimizer(3e-2), **kwargs)
+    optimizer = train.default_optimizer(3e-2)
+    try:  # the loop before the layout change took progress=
+        res = train.fit(lm_loss, lp, lambda e: list(tokens), progress=False, optimizer=optimizer, **kwargs)
     except TypeError:
-        res = train.fit(lm_loss, lp, lambda e: list(tokens), optimizer=train.default_optimizer(3e-2), **kwargs)
+        res = train.fit(lm_loss, lp, lambda e: list(tokens), optimizer=optimizer, **kwargs)
     for i, leaf in enumerate(jax.tree.leaves(res.last_params)):
         out[f"fit/param{i}"] = leaf
     return {k: np.asarray(v.astype(jnp.float32) if v.dtype == jnp.bfloat16 else v) for k, v in out.items()}
@@ -102,7 +102,7 @@ if __name__ == "__main__":
         print(f"saved {len(snap)} arrays to {path}")
     else:
         ref = dict(np.load(path))
-        assert set(ref) == set(snap), (set(ref) ^ set(snap))
+        assert set(ref) == set(snap), set(ref) ^ set(snap)
         bad = [k for k in ref if not (ref[k].shape == snap[k].shape and ref[k].tobytes() == snap[k].tobytes())]
         print(f"compared {len(ref)} arrays: {len(bad)} differ {bad[:10]}")
         sys.exit(1 if bad else 0)
