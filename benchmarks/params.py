@@ -15,17 +15,10 @@ import jax
 import jax.numpy as jnp
 
 import rnnx
-
-# Registry names with the keyword arguments of a variant worth its own row.
-VARIANTS = {"gru (reset_after=False)": ("gru", {"reset_after": False})}
+from rnnx.apps.cli import param_rows
 
 
-def rows() -> dict:
-    """``{label: (registry name, factory kwargs)}``: every registry cell, then the variants."""
-    return {name: (name, {}) for name in rnnx.CELLS} | VARIANTS
-
-
-def main(argv=()) -> None:  # () not None: `rnnx params` calls main() under its own sys.argv
+def main(argv=()) -> None:  # () not None: main() called from Python (a test) ignores sys.argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", type=int, default=300)
     parser.add_argument("--hidden", type=int, default=128)
@@ -36,7 +29,7 @@ def main(argv=()) -> None:  # () not None: `rnnx params` calls main() under its 
     print(f"| cell | parameters | output shape | forward ms (B={args.batch}, T={args.steps}, jitted) |")
     print("|---|---|---|---|")
     xs = jax.random.normal(jax.random.key(0), (args.batch, args.steps, args.input))
-    for label, (name, kwargs) in rows().items():
+    for label, (name, kwargs) in param_rows().items():
         cell = rnnx.make_cell(name, args.hidden, **kwargs)
         params = cell.init(jax.random.key(1), args.input)
         run = jax.jit(lambda p, x, cell=cell: rnnx.unroll(cell, p, x))

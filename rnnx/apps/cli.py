@@ -189,6 +189,14 @@ def _gradients(args) -> dict:
     return report
 
 
+def param_rows() -> dict:
+    """``{label: (registry name, factory kwargs)}``: every cell in ``rnnx.CELLS``, then the reset-before GRU (the
+    textbook count). ``rnnx params`` and ``python -m benchmarks.params`` list these rows."""
+    import rnnx
+
+    return {name: (name, {}) for name in rnnx.CELLS} | {"gru (reset_after=False)": ("gru", {"reset_after": False})}
+
+
 def _params(args) -> dict:
     """The parameter count of every registry cell (and the reset-before GRU) at one input and hidden size."""
     import jax
@@ -197,7 +205,7 @@ def _params(args) -> dict:
 
     config.positive_integer("--input-size", args.input_size)
     config.positive_integer("--hidden-size", args.hidden_size)
-    rows = {name: (name, {}) for name in rnnx.CELLS} | {"gru (reset_after=False)": ("gru", {"reset_after": False})}
+    rows = param_rows()
     counts = {}
     print(f"| cell | parameters (input {args.input_size}, hidden {args.hidden_size}) |")
     print("|---|---|")
@@ -219,4 +227,4 @@ def main(argv=None) -> int:
     return 0
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "param_rows"]
