@@ -101,6 +101,8 @@ def fit_adding(
         return out
 
     def on_log(record):
+        if "event" in record:  # a note (fit resumes from a checkpoint, ...): not an update
+            return False
         if "eval" in record:
             if on_eval is not None:
                 on_eval(

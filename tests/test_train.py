@@ -57,7 +57,7 @@ def test_the_step_clips_with_optax_and_reports_norms_before_and_after():
     _, out = step.update(step.init(params), grads / 10, jax.random.key(0))
     assert float(out["clipped_grad_norm"]) == pytest.approx(0.5) == float(out["grad_norm"])
     unclipped = train.make_train_step(loss_fn, train.default_optimizer(0.1), clip_norm=None)
-    assert set(unclipped.update(unclipped.init(params), grads, jax.random.key(0))[1]) == {"loss", "grad_norm"}
+    assert set(unclipped.update(unclipped.init(params), grads, jax.random.key(0))[1]) == {"loss", "grad_norm", "finite"}
 
 
 def _toy_problem():
@@ -84,7 +84,7 @@ def test_train_step_compiles_once_per_batch_shape():
     state = step.init(params)
     for batch in batches(0)[:4]:
         state, out = step.update(state, batch, jax.random.key(0))
-    assert set(out) == {"loss", "grad_norm", "clipped_grad_norm"} and int(state.step) == 4
+    assert set(out) == {"loss", "grad_norm", "clipped_grad_norm", "finite"} and int(state.step) == 4
     with pytest.raises(AssertionError, match="traced > 1 times"):  # another batch shape compiles again
         step.update(state, (batches(0)[0][0][:5], batches(0)[0][1][:5]), jax.random.key(0))
 

@@ -10,7 +10,7 @@ import math
 
 from rnnx.apps.data import SPECIALS
 from rnnx.core import CELLS
-from rnnx.training.loop import SCHEDULES
+from rnnx.training.loop import NONFINITE_POLICIES, SCHEDULES
 
 CLASSIFICATION_SETS = ("trec", "trec-fine", "rotten_tomatoes")
 PRETRAINED = ("none", "glove50")
@@ -45,6 +45,9 @@ class ClassifierConfig:
     clip_norm: float = 1.0
     eval_every: int = 200
     patience: int | None = 5
+    checkpoint_every: int = 200  # also before every evaluation and at the end
+    keep_checkpoints: int = 3  # the newest this many, plus the one of the best evaluation
+    on_nonfinite: str = "raise"  # or skip_update: drop updates with a non-finite loss or gradient, and go on
     seed: int = 0
     run_dir: str = "runs/classifier"
 
@@ -66,6 +69,9 @@ class LanguageModelConfig:
     eval_every: int = 500
     eval_chars: int = 100_000
     patience: int | None = None
+    checkpoint_every: int = 200  # also before every evaluation and at the end
+    keep_checkpoints: int = 3  # the newest this many, plus the one of the best evaluation
+    on_nonfinite: str = "raise"  # or skip_update: drop updates with a non-finite loss or gradient, and go on
     ngram_orders: tuple = (3, 4, 5, 6)
     seed: int = 0
     run_dir: str = "runs/language_model"
@@ -90,6 +96,8 @@ _POSITIVE_INTEGERS = (
     "min_freq",
     "max_vocab",
     "patience",
+    "checkpoint_every",
+    "keep_checkpoints",
 )
 
 
@@ -115,6 +123,8 @@ def validate(config) -> None:
     for name in _POSITIVE_INTEGERS:
         if hasattr(config, name) and not (name == "patience" and config.patience is None):
             positive_integer(flag(name), getattr(config, name))
+    if config.on_nonfinite not in NONFINITE_POLICIES:
+        raise ConfigError(f"--on-nonfinite must be one of {NONFINITE_POLICIES}, received {config.on_nonfinite!r}")
     positive_number("--learning-rate", config.learning_rate)
     if not isinstance(config.clip_norm, int | float) or not math.isfinite(config.clip_norm) or config.clip_norm < 0:
         raise ConfigError(f"--clip-norm must be a finite number >= 0 (0: no clipping), received {config.clip_norm!r}")

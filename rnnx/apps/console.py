@@ -17,7 +17,8 @@ def say(message: str) -> None:
 @contextlib.contextmanager
 def progress_bar(total: int, *, enabled: bool = True, bits: bool = False):
     """A tqdm bar over ``total`` steps; yields an ``on_log`` for :func:`rnnx.training.fit` that moves it to
-    each record's step and shows the latest training loss, gradient norm and evaluation together.
+    each record's step and shows the latest training loss, gradient norm and evaluation together, and
+    prints fit's notes (resuming, a damaged checkpoint skipped) above it.
 
     ``bits``: the loss is a mean NLL per character, shown in bits per character, the unit of evaluation.
     """
@@ -28,6 +29,9 @@ def progress_bar(total: int, *, enabled: bool = True, bits: bool = False):
     with tqdm(total=total, disable=not enabled, desc="training", unit="step", dynamic_ncols=True) as bar:
 
         def on_log(record: dict) -> None:
+            if "event" in record:  # a note from fit: resuming, finished, a damaged checkpoint skipped
+                bar.write(record["message"], file=sys.stderr)
+                return
             if "eval" in record:
                 shown.update({f"eval {k.replace('_per_', '/')}": f"{v:.4g}" for k, v in record["eval"].items()})
             else:

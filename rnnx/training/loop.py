@@ -10,11 +10,14 @@ Nothing here prints. :func:`fit` reports through ``on_log(record)``: progress ba
 the caller (``rnnx.apps``, the examples), and :func:`jsonl_log` writes the records to a file.
 """
 
+import contextlib
 import dataclasses
-import functools
 import itertools
 import json
+import math
+import pathlib
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -68,9 +71,13 @@ def make_train_step(
     """The train step for ``loss_fn`` with ``optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)``.
 
     ``update``'s metrics hold the loss, the loss function's own metrics, ``grad_norm`` (the global gradient
-    norm before clipping) and, with a ``clip_norm``, ``clipped_grad_norm = min(grad_norm, clip_norm)``
-    (after). It compiles once per batch shape. A state with a carry calls the stateful form of ``loss_fn``
-    and stops the gradient of the carry it returns.
+    norm before clipping), with a ``clip_norm`` ``clipped_grad_norm = min(grad_norm, clip_norm)`` (after),
+    and ``finite``: whether the loss, the gradient norm and every element of the update are finite. A step where they
+    are not changes
+    nothing but the step count: params, optimiser state and carry stay as they were (as
+    ``optax.apply_if_finite`` does), so a NaN never enters the params; :func:`fit` decides what to do about
+    it. It compiles once per batch shape. A state with a carry calls the stateful form of ``loss_fn`` and
+    stops the gradient of the carry it returns.
 
     Args:
       loss_fn: see the module docstring.
@@ -93,10 +100,15 @@ def make_train_step(
         norms = {"grad_norm": grad_norm}
         if clip_norm is not None:
             norms["clipped_grad_norm"] = jnp.minimum(grad_norm, clip_norm)
-        state = TrainState(
-            state.step + 1, optax.apply_updates(state.params, updates), opt_state, jax.lax.stop_gradient(carry)
-        )
-        return state, {"loss": loss, **metrics, **norms}
+        # The update too, element by element (its norm may overflow while every element is finite): a NaN
+        # learning rate makes a NaN update from a finite gradient.
+        finite_update = jax.tree.reduce(jnp.logical_and, jax.tree.map(lambda u: jnp.isfinite(u).all(), updates), True)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & finite_update
+        updated = (optax.apply_updates(state.params, updates), opt_state, jax.lax.stop_gradient(carry))
+        kept = (state.params, state.opt_state, state.carry)
+        params, opt_state, carry = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, kept)
+        state = TrainState(state.step + 1, params, opt_state, carry)
+        return state, {"loss": loss, **metrics, **norms, "finite": finite}
 
     return TrainStep(init, update)
 
@@ -128,14 +140,29 @@ class Evaluation(NamedTuple):
 
 
 class Checkpoints(NamedTuple):
-    """:func:`fit`'s checkpoint hook: ``directory/step_<n>`` every ``every`` steps (None: only at the end),
-    keeping the newest ``max_to_keep`` (None: all); ``net``, the :class:`rnnx.Stack` inside the params, is
-    recorded and checked on resume."""
+    """:func:`fit`'s checkpoint hook: ``directory/step_<n>`` every ``every`` steps, before every evaluation
+    and at the end (``every`` None: only those), keeping the newest ``max_to_keep`` plus the one taken at
+    the best evaluation (None: all); ``net``, the :class:`rnnx.Stack` inside the params, is recorded and
+    checked on resume."""
 
     directory: Any
-    every: int | None = None
-    max_to_keep: int | None = None
+    every: int | None = 500
+    max_to_keep: int | None = 3
     net: Any = None
+
+
+NONFINITE_POLICIES = ("raise", "skip_update")
+MAX_CONSECUTIVE_SKIPS = 25  # with on_nonfinite="skip_update": a run that cannot take a finite step stops
+
+
+class NonFiniteError(FloatingPointError):
+    """Training met a non-finite loss, gradient norm or evaluation. The message is one line: the step, the
+    quantity, the last good checkpoint and a hint. Attributes: ``step``, ``quantity``, ``value`` and
+    ``checkpoint`` (the path of the last good checkpoint, or None)."""
+
+    def __init__(self, message: str, *, step: int, quantity: str, value: float, checkpoint):
+        super().__init__(message)
+        self.step, self.quantity, self.value, self.checkpoint = step, quantity, value, checkpoint
 
 
 @dataclasses.dataclass
@@ -144,8 +171,9 @@ class FitResult:
     last_params: Any
     opt_state: Any
     step: int
-    history: list  # one dict per evaluation
+    history: list  # one dict per evaluation, of the whole run (a resumed run's too)
     stopped_early: bool  # by patience or by on_log
+    skipped: int = 0  # updates dropped for a non-finite loss or gradient (on_nonfinite="skip_update")
 
 
 def fit(
@@ -162,9 +190,11 @@ def fit(
     checkpoints: Checkpoints | None = None,
     log_every: int = 20,
     on_log: Callable[[dict], Any] | None = None,
+    on_nonfinite: str = "raise",
     mesh: jax.sharding.Mesh | None = None,
 ) -> FitResult:
-    """Train for ``steps`` updates, resuming from the newest complete checkpoint in ``checkpoints.directory``.
+    """Train for ``steps`` updates, resuming from the newest checkpoint in ``checkpoints.directory`` that
+    verifies.
 
     Args:
       loss_fn: see the module docstring.
@@ -180,13 +210,29 @@ def fit(
       seed: the PRNG seed; step ``s`` uses ``jax.random.fold_in(key(seed), s)``.
       initial_carry: for a stateful ``loss_fn``: the carry at the start (and of every epoch).
       evaluation: an :class:`Evaluation` hook, for the best params and early stopping.
-      checkpoints: a :class:`Checkpoints` hook, for resumable runs.
+      checkpoints: a :class:`Checkpoints` hook, for resumable runs. A checkpoint is written before each
+        evaluation, so a crash in evaluation loses no update; one evaluation pending when a run stopped is
+        done first on resume. Each array's checksum is verified on resume: a damaged newest checkpoint is
+        reported (an ``"event": "damaged"`` record) and the newest one that verifies is used; if none does,
+        :class:`rnnx.training.checkpoint.CheckpointError`. A lock file (``rnnx.lock``) refuses a second
+        writer while the first lives; a dead writer's lock is taken over.
       log_every: steps between training records.
       on_log: called with each record: every ``log_every`` steps and at the last, ``{"time", "step",
         "epoch" (``epoch -> batches`` only), "loss", "grad_norm", "clipped_grad_norm" (with clipping), and the
-        loss function's metrics}``, each the mean since the previous record; after each evaluation,
-        ``{"time", "step", "eval": {name: value}}``. A true return value stops training after this step,
-        which is then evaluated and checkpointed as the last.
+        loss function's metrics}``, each the mean since the previous record over the steps whose loss and
+        gradient were finite (with ``"skipped"``, the count of the others, under ``"skip_update"``); after
+        each evaluation, ``{"time", "step", "eval": {name: value}}``; and notes, ``{"time", "step", "event",
+        "message"}`` with ``event`` one of ``"resume"``, ``"finished"`` (both with ``"pending_evaluation"``:
+        whether the checkpoint's own evaluation is done again), ``"damaged"``, ``"stale_lock"`` (without
+        ``on_log``, the last two are ``warnings``). A true return value from a training record
+        stops training after this step, which is then checkpointed and evaluated as the last.
+      on_nonfinite: what a step with a non-finite loss or gradient norm does (its update is never applied,
+        see :func:`make_train_step`): ``"raise"`` stops with :class:`NonFiniteError` at the next record,
+        checkpoint or evaluation, whichever comes first (the flags stay on the device until then, so there is
+        no host sync per step); ``"skip_update"`` drops the update, counts it (``FitResult.skipped``, the
+        records' ``"skipped"``) and goes on, stopping with :class:`NonFiniteError` after
+        ``MAX_CONSECUTIVE_SKIPS`` skips in a row. A non-finite monitored evaluation always raises: a diverged
+        model is never kept as the best, and the initial params are never returned as a result.
       mesh: data-parallel training over the mesh axis ``"data"``: every batch leaf (and a stateful loss's
         carry) is split along its leading batch axis with ``NamedSharding(mesh, P("data"))``; params,
         optimiser state and the best params are replicated (``P()``). ``jit`` partitions the step, so XLA
@@ -199,11 +245,18 @@ def fit(
         ``initial_carry`` are its own slice of the global batch (e.g. the examples of
         :func:`rnnx.training.distributed.process_shard`), all of the same size, and it must take as many
         batches per epoch as the others. The global batch is the processes' slices in mesh order.
+
+    Raises:
+      NonFiniteError: see ``on_nonfinite``; nothing non-finite was saved, and the last checkpoint is intact.
+      rnnx.training.checkpoint.CheckpointError: no checkpoint verifies, or another live process holds the
+        directory's lock.
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, received {steps!r}")
     if evaluation is not None and evaluation.mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max', received {evaluation.mode!r}")
+    if on_nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, received {on_nonfinite!r}")
     train_step = make_train_step(loss_fn, default_optimizer() if optimizer is None else optimizer, clip_norm=clip_norm)
     place = _Placement(mesh) if mesh is not None else None
     if place is not None:
@@ -211,8 +264,7 @@ def fit(
     state = initial_state(train_step, params, initial_carry)
     if place is not None:  # the scalars too: every argument of the step then lives on the mesh
         state = place.state(state)
-    loop = functools.partial(
-        _loop,
+    run = _Run(
         train_step,
         batches=batches,
         place=place,
@@ -222,17 +274,39 @@ def fit(
         evaluation=evaluation,
         log_every=log_every,
         on_log=on_log,
+        on_nonfinite=on_nonfinite,
     )
     if checkpoints is None:
-        return loop(state)
-    with checkpoint.manager(checkpoints.directory, max_to_keep=checkpoints.max_to_keep) as manager:
-        if manager.latest_step() is not None:
-            state = checkpoint.restore_step(manager, manager.latest_step(), state, net=checkpoints.net)
+        return run(state)
+    directory = pathlib.Path(checkpoints.directory).absolute()
+    lead = jax.process_index() == 0  # one lock per job, held by its first process
+    with (
+        checkpoint.lock(directory, on_stale=run.warn("stale_lock")) if lead else contextlib.nullcontext(),
+        checkpoint.manager(directory) as manager,
+    ):
+        found = checkpoint.restore_latest(manager, state, net=checkpoints.net, on_damaged=run.warn("damaged"))
+        extra = {}
+        if found is not None:
+            step, state, extra = found
+            done = step >= steps or extra.get("stopped", False)
+            run.saved = directory / f"step_{step}"
+            message = f"step {step} of {steps} (checkpoint {run.saved})"
+            event, message = (
+                ("finished", f"already finished at {message}") if done else ("resume", f"resuming from {message}")
+            )
+            _emit(on_log, {"step": step, "event": event, "message": message, **_pending(extra)})
 
-        def save(state: FitState) -> None:
-            checkpoint.save_step(manager, int(state.train.step), state, net=checkpoints.net)
+        def save(state: FitState, extra: dict, replace: bool = False) -> pathlib.Path:
+            step = int(state.train.step)
+            if replace:  # a crash before the new one is complete resumes from the one before: nothing lost
+                manager.delete(step)
+            checkpoint.save_step(manager, step, state, net=checkpoints.net, extra=extra)
+            if checkpoints.max_to_keep is not None:
+                protect = () if extra["best_step"] is None else (extra["best_step"],)
+                checkpoint.prune(manager, keep=checkpoints.max_to_keep, protect=protect)
+            return directory / f"step_{step}"
 
-        return loop(state, save=save, save_every=checkpoints.every)
+        return run(state, extra, save=save, save_every=checkpoints.every)
 
 
 def jsonl_log(path) -> Callable[[dict], None]:
@@ -287,52 +361,164 @@ class _Placement:
         return FitState(train, *self.replicated(tuple(state[1:])))
 
 
-def _loop(
-    train_step,
-    state,
-    *,
-    batches,
-    place,
-    steps,
-    seed,
-    initial_carry,
-    evaluation,
-    log_every,
-    on_log,
-    save=None,
-    save_every=None,
-):
-    """The loop of :func:`fit`: one update per batch, then the log, evaluation and checkpoint hooks."""
-    history, pending, stop, base_key = [], [], False, jax.random.key(seed)
-    step = int(state.train.step)
-    stream = _batches(batches, step)
-    item = next(stream, None) if step < steps else None
-    while item is not None:
-        epoch, index, batch = item
-        train = state.train
-        if initial_carry is not None and index == 0:
-            train = train._replace(carry=initial_carry)
-        if place is not None:  # as each batch is taken: a resumed run does not copy the skipped ones
-            batch = place.batch(batch)
-        train, metrics = train_step.update(train, batch, jax.random.fold_in(base_key, step))
-        state, step = state._replace(train=train), step + 1
-        pending.append(metrics)
-        item = next(stream, None) if step < steps else None  # looked ahead, so the last step is known
-        last = item is None
-        if step % log_every == 0 or last:
-            record = {"step": step, **({} if epoch is None else {"epoch": epoch}), **_mean(pending)}
-            stop = _emit(on_log, record) or stop
-            pending = []
-        if evaluation is not None and (step % evaluation.every == 0 or last or stop):
-            state, patience_over, result = _evaluate(evaluation, state)
-            history.append({"step": step, **result})
-            stop = _emit(on_log, {"step": step, "eval": result}) or patience_over or stop
-        if save is not None and ((save_every and step % save_every == 0) or last or stop):
-            save(state)
-        if stop:
-            break
-    best = state.best_params if evaluation is not None else state.train.params
-    return FitResult(best, state.train.params, state.train.opt_state, step, history, stop)
+@dataclasses.dataclass
+class _Run:
+    """The loop of :func:`fit`, with what it keeps on the host: the evaluation history, the best step, the
+    skipped updates and the last checkpoint written."""
+
+    train_step: TrainStep
+    batches: Any
+    place: "_Placement | None"
+    steps: int
+    seed: int
+    initial_carry: Any
+    evaluation: Evaluation | None
+    log_every: int
+    on_log: Callable | None
+    on_nonfinite: str
+    history: list = dataclasses.field(default_factory=list)
+    best_step: int | None = None
+    skipped: int = 0
+    consecutive: int = 0  # non-finite steps in a row
+    saved: pathlib.Path | None = None  # the last checkpoint written or restored
+
+    def note(self, event: str, message: str, step: int | None = None) -> None:
+        _emit(self.on_log, {"step": step, "event": event, "message": message})
+
+    def warn(self, event: str) -> Callable[[str], None]:
+        """A callback for a note that must not pass unseen: a record with ``on_log``, else a warning."""
+        if self.on_log is None:
+            return lambda message: warnings.warn(message, stacklevel=4)
+        return lambda message: self.note(event, message)
+
+    def __call__(self, state: FitState, extra: dict | None = None, *, save=None, save_every=None) -> FitResult:
+        extra = extra or {}
+        self.history = list(extra.get("history", []))
+        self.best_step, self.skipped = extra.get("best_step"), extra.get("skipped", 0)
+        step, stop = int(state.train.step), extra.get("stopped", False)
+        if extra.get("pending_evaluation"):  # the checkpoint was written just before an evaluation
+            state, patience_over = self.evaluate(state, step)
+            stop = stop or patience_over
+        stream = _batches(self.batches, step)
+        item = next(stream, None) if step < self.steps and not stop else None
+        pending = []  # (step, metrics) since the last record; the first `checked` of them verified finite
+        checked = 0
+        while item is not None:
+            epoch, index, batch = item
+            train = state.train
+            if self.initial_carry is not None and index == 0:
+                train = train._replace(carry=self.initial_carry)
+            if self.place is not None:  # as each batch is taken: a resumed run does not copy the skipped ones
+                batch = self.place.batch(batch)
+            train, metrics = self.train_step.update(train, batch, jax.random.fold_in(jax.random.key(self.seed), step))
+            state, step = state._replace(train=train), step + 1
+            pending.append((step, metrics))
+            item = next(stream, None) if step < self.steps else None  # looked ahead, so the last step is known
+            last = item is None
+            log_due = step % self.log_every == 0 or last
+            evaluate_due = self.evaluation is not None and (step % self.evaluation.every == 0 or last)
+            save_due = save is not None and ((save_every and step % save_every == 0) or last)
+            if log_due or evaluate_due or save_due:
+                checked = self.check(pending, checked)
+            if log_due:
+                record = {"step": step, **({} if epoch is None else {"epoch": epoch}), **self.mean(pending)}
+                stop = _emit(self.on_log, record) or stop
+                pending, checked = [], 0
+            evaluate_due = evaluate_due or (self.evaluation is not None and stop)
+            if save is not None and (
+                save_due or evaluate_due or stop
+            ):  # before evaluating: a crash there loses nothing
+                self.saved = save(_checked_finite(state, step), self.extra(evaluate_due, stop))
+            if evaluate_due:
+                state, patience_over = self.evaluate(state, step)
+                stop = stop or patience_over
+                if save is not None and (last or stop):  # the final checkpoint holds its evaluation too
+                    self.saved = save(state, self.extra(False, stop), replace=True)
+            if stop:
+                break
+        best = state.best_params if self.evaluation is not None else state.train.params
+        return FitResult(best, state.train.params, state.train.opt_state, step, self.history, stop, self.skipped)
+
+    def extra(self, pending_evaluation: bool, stopped: bool) -> dict:
+        """What a checkpoint records beside the arrays, for an exact resume."""
+        return {
+            "history": self.history,
+            "best_step": self.best_step,
+            "pending_evaluation": pending_evaluation,
+            "stopped": stopped,
+            "skipped": self.skipped,
+        }
+
+    def check(self, pending: list, checked: int) -> int:
+        """Count the unchecked steps of ``pending`` whose update was dropped; raise as the policy says."""
+        if checked == len(pending):
+            return checked
+        flags = np.asarray(jnp.stack([m["finite"] for _, m in pending[checked:]]))  # one transfer
+        for (step, metrics), finite in zip(pending[checked:], flags):
+            self.consecutive = 0 if finite else self.consecutive + 1
+            self.skipped += int(not finite)
+            if not finite and (self.on_nonfinite == "raise" or self.consecutive >= MAX_CONSECUTIVE_SKIPS):
+                raise self.nonfinite_step(step, metrics)
+        return len(pending)
+
+    def nonfinite_step(self, step: int, metrics: dict) -> NonFiniteError:
+        loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
+        in_a_row = f" ({self.consecutive} updates in a row)" if self.on_nonfinite == "skip_update" else ""
+        if math.isfinite(loss) and math.isfinite(grad_norm):  # then the optimiser made the update non-finite
+            quantity, value = "update", math.nan
+            what = f"the update is not finite although the loss ({loss}) and gradient norm ({grad_norm}) are"
+            hint = "check the optimiser's learning rate (NaN or inf?)"
+        else:
+            quantity, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", grad_norm)
+            what = f"the {quantity} is {value} (loss {loss}, gradient norm {grad_norm})"
+            hint = f"lower the learning rate, or look for non-finite values in the batch of step {step}"
+        return NonFiniteError(
+            f"training stopped at step {step}: {what}{in_a_row}; the update was not applied. {self.where()}. "
+            f"Hint: {hint}",
+            step=step,
+            quantity=quantity,
+            value=value,
+            checkpoint=self.saved,
+        )
+
+    def where(self) -> str:
+        if self.saved is None:
+            return "No checkpoint holds this run's progress (checkpoints off or none written yet)"
+        return f"The last good checkpoint is {self.saved}"
+
+    def mean(self, pending: list) -> dict:
+        """The mean of each metric over the steps with a finite loss and gradient."""
+        flags = [bool(m["finite"]) for _, m in pending]
+        kept = [m for (_, m), ok in zip(pending, flags) if ok]
+        names = [k for k in pending[0][1] if k != "finite"]
+        means = {k: float(jnp.mean(jnp.stack([m[k] for m in kept]))) if kept else math.nan for k in names}
+        return means | ({"skipped": flags.count(False)} if self.on_nonfinite == "skip_update" else {})
+
+    def evaluate(self, state: FitState, step: int):
+        """Evaluate, keep the best params; returns ``(state, whether patience ran out)``."""
+        evaluation = self.evaluation
+        result = {k: float(v) for k, v in evaluation.evaluate(state.train.params).items()}
+        self.history.append({"step": step, **result})
+        patience_over = _emit(self.on_log, {"step": step, "eval": result})
+        value = (1.0 if evaluation.mode == "min" else -1.0) * result[evaluation.monitor]
+        if not math.isfinite(value):
+            best = "no evaluation was finite" if self.best_step is None else f"the best was at step {self.best_step}"
+            raise NonFiniteError(
+                f"evaluation at step {step} gave {evaluation.monitor} = {result[evaluation.monitor]}: the model "
+                f"diverged ({best}). {self.where()}. Hint: lower the learning rate",
+                step=step,
+                quantity=evaluation.monitor,
+                value=result[evaluation.monitor],
+                checkpoint=self.saved,
+            )
+        if value < float(state.best):
+            self.best_step = step
+            state = state._replace(
+                best_params=state.train.params, best=jnp.asarray(value, jnp.float32), bad_evals=jnp.zeros((), jnp.int32)
+            )
+            return state, patience_over
+        state = state._replace(bad_evals=state.bad_evals + 1)
+        return state, patience_over or (evaluation.patience is not None and int(state.bad_evals) >= evaluation.patience)
 
 
 def _batches(batches, start: int) -> Iterator[tuple]:
@@ -351,21 +537,22 @@ def _batches(batches, start: int) -> Iterator[tuple]:
         epoch, index = epoch + 1, 0
 
 
-def _evaluate(evaluation: Evaluation, state: FitState):
-    """Evaluate, keep the best params; returns ``(state, whether patience ran out, the results)``."""
-    result = {k: float(v) for k, v in evaluation.evaluate(state.train.params).items()}
-    value = (1.0 if evaluation.mode == "min" else -1.0) * result[evaluation.monitor]
-    if value < float(state.best):
-        state = state._replace(
-            best_params=state.train.params, best=jnp.asarray(value, jnp.float32), bad_evals=jnp.zeros((), jnp.int32)
+def _pending(extra: dict) -> dict:
+    return {"pending_evaluation": bool(extra.get("pending_evaluation"))}
+
+
+def _checked_finite(state: FitState, step: int) -> FitState:
+    """``state``, after checking that its params are finite: a checkpoint never holds a non-finite value.
+    (The train step never applies a non-finite update, so only non-finite initial params fail here.)"""
+    if not bool(jax.tree.reduce(jnp.logical_and, jax.tree.map(lambda x: jnp.isfinite(x).all(), state.train.params))):
+        raise NonFiniteError(
+            f"the params hold non-finite values at step {step}; no checkpoint was written",
+            step=step,
+            quantity="params",
+            value=math.nan,
+            checkpoint=None,
         )
-        return state, False, result
-    state = state._replace(bad_evals=state.bad_evals + 1)
-    return state, evaluation.patience is not None and int(state.bad_evals) >= evaluation.patience, result
-
-
-def _mean(metrics: list[dict]) -> dict:
-    return {k: float(jnp.mean(jnp.stack([m[k] for m in metrics]))) for k in metrics[0]}
+    return state
 
 
 def _emit(on_log, record: dict) -> bool:
@@ -373,11 +560,14 @@ def _emit(on_log, record: dict) -> bool:
 
 
 __all__ = [
+    "MAX_CONSECUTIVE_SKIPS",
+    "NONFINITE_POLICIES",
     "SCHEDULES",
     "Checkpoints",
     "Evaluation",
     "FitResult",
     "FitState",
+    "NonFiniteError",
     "TrainState",
     "TrainStep",
     "default_optimizer",

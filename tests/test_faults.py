@@ -1,0 +1,292 @@
+"""Fault injection: divergence, NaN batches and NaN padding, processes killed mid-run and mid-save, damaged
+checkpoints and two writers. Each case asserts a one-line message from rnnx naming the cause, and that
+nothing is lost: the last good checkpoint is intact and a resumed run ends bit-identical to an
+uninterrupted one."""
+
+import math
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import rnnx
+from rnnx import training as train
+from rnnx.training import checkpoint
+from tests import faulty_fit
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted():
+    """The reference: the fault-free run, without checkpoints."""
+    return faulty_fit.run(None)
+
+
+def _one_line(error) -> str:
+    message = str(error)
+    assert "\n" not in message and len(message) < 600, message
+    return message
+
+
+def _steps(directory) -> list[int]:
+    return sorted(
+        int(p.name.removeprefix("step_")) for p in pathlib.Path(directory).glob("step_*") if "tmp" not in p.name
+    )
+
+
+def _assert_no_nonfinite_checkpoint(directory) -> None:
+    """Every checkpoint in ``directory`` restores, verifies, and holds finite params and optimiser state
+    (``best`` is inf until an evaluation)."""
+    with checkpoint.manager(directory, read_only=True) as manager:
+        for step in manager.all_steps():
+            loss_fn, batches, params = faulty_fit.problem()
+            like = train.initial_state(train.make_train_step(loss_fn, train.default_optimizer()), params)
+            state = checkpoint.restore_step(manager, step, like)
+            chex.assert_tree_all_finite((state.train, state.best_params))
+
+
+# --------------------------------------------------------------------------------------- divergence
+
+
+@pytest.mark.parametrize(("learning_rate", "quantity"), [(math.nan, "update"), (math.inf, "update"), (1e30, "loss")])
+def test_a_nan_or_exploding_learning_rate_stops_with_one_line_and_saves_nothing_non_finite(
+    tmp_path, learning_rate, quantity
+):
+    with pytest.raises(train.NonFiniteError) as caught:
+        faulty_fit.run(tmp_path / "run", learning_rate=learning_rate)
+    message = _one_line(caught.value)
+    error = caught.value
+    assert error.quantity == quantity and f"training stopped at step {error.step}:" in message
+    assert "learning rate" in message
+    _assert_no_nonfinite_checkpoint(tmp_path / "run")
+    if error.step <= faulty_fit.EVERY:  # stopped before the first checkpoint: none written, none named
+        assert _steps(tmp_path / "run") == [] and "No checkpoint holds" in message and error.checkpoint is None
+    else:
+        assert f"The last good checkpoint is {error.checkpoint}" in message and error.checkpoint.is_dir()
+
+
+def _nan_batch_at(step: int):
+    """``faulty_fit.problem()`` with NaN in the inputs of the batch taken at ``step`` (1-based, epoch 0)."""
+    loss_fn, batches, params = faulty_fit.problem()
+
+    def poisoned(epoch):
+        out = list(batches(epoch))
+        if epoch == 0:
+            x, y = out[step - 1]
+            out[step - 1] = (x.at[3, 1].set(jnp.nan), y)
+        return out
+
+    return loss_fn, poisoned, params
+
+
+def test_a_nan_batch_raises_naming_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    loss_fn, batches, params = _nan_batch_at(7)
+    hooks = train.Checkpoints(tmp_path / "run", every=5)
+    with pytest.raises(train.NonFiniteError) as caught:
+        train.fit(loss_fn, params, batches, steps=12, checkpoints=hooks, log_every=4)
+    message = _one_line(caught.value)
+    assert message.startswith("training stopped at step 7: the loss is nan")
+    assert "non-finite values in the batch of step 7" in message
+    assert caught.value.checkpoint == (tmp_path / "run" / "step_5").absolute() and _steps(tmp_path / "run") == [5]
+    _assert_no_nonfinite_checkpoint(tmp_path / "run")
+
+
+def test_skip_update_drops_exactly_the_non_finite_steps():
+    # Skipping step 7's update leaves everything but the step count as it was, so the result equals a run
+    # that never saw that batch (the loss ignores its key).
+    loss_fn, batches, params = _nan_batch_at(7)
+    records = []
+    skipped = train.fit(
+        loss_fn, params, batches, steps=12, on_nonfinite="skip_update", log_every=4, on_log=records.append
+    )
+    clean = faulty_fit.problem()[1]
+    without = [b for i, b in enumerate(clean(0)) if i != 6] + clean(1)[:4]
+    reference = train.fit(loss_fn, params, iter(without), steps=11)
+    assert skipped.skipped == 1 and [r["skipped"] for r in records] == [0, 1, 0]
+    assert all(math.isfinite(r["loss"]) for r in records)  # the mean over the finite steps only
+    chex.assert_trees_all_equal(skipped.last_params, reference.last_params)
+    chex.assert_trees_all_equal(skipped.opt_state, reference.opt_state)
+
+
+def test_skip_update_gives_up_after_too_many_skips_in_a_row():
+    loss_fn, _, params = faulty_fit.problem()
+    nan_batch = (jnp.full((16, 3), jnp.nan), jnp.zeros(16))
+    with pytest.raises(train.NonFiniteError, match=f"{train.MAX_CONSECUTIVE_SKIPS} updates in a row"):
+        train.fit(loss_fn, params, lambda epoch: [nan_batch], steps=100, on_nonfinite="skip_update")
+
+
+def test_a_diverged_evaluation_is_never_kept_as_the_best():
+    loss_fn, batches, params = faulty_fit.problem()
+    scores = iter([1.0, math.inf])
+    evaluation = train.Evaluation(lambda p: {"loss": next(scores)}, every=5)
+    with pytest.raises(train.NonFiniteError) as caught:
+        train.fit(loss_fn, params, batches, steps=10, evaluation=evaluation)
+    assert _one_line(caught.value).startswith("evaluation at step 10 gave loss = inf: the model diverged")
+    assert "the best was at step 5" in str(caught.value)
+    with pytest.raises(train.NonFiniteError, match="no evaluation was finite"):
+        train.fit(loss_fn, params, batches, steps=5, evaluation=train.Evaluation(lambda p: {"loss": math.nan}, 5))
+
+
+def test_the_policy_is_checked():
+    loss_fn, batches, params = faulty_fit.problem()
+    with pytest.raises(ValueError, match=r"on_nonfinite must be one of \('raise', 'skip_update'\), received 'ignore'"):
+        train.fit(loss_fn, params, batches, steps=1, on_nonfinite="ignore")
+
+
+def test_nan_in_padding_reaches_neither_the_loss_nor_a_gradient_of_a_fit():
+    cell = rnnx.lstm(4)
+    params = cell.init(jax.random.key(0), 2)
+    xs = jax.random.normal(jax.random.key(1), (3, 5, 2))
+    lengths = jnp.array([5, 2, 0])
+    padded = jnp.where((jnp.arange(5) < lengths[:, None])[..., None], xs, jnp.nan)
+
+    def loss_fn(params, batch, key):
+        xs, lengths = batch
+        _, ys = rnnx.unroll(cell, params, xs, lengths=lengths)
+        return jnp.sum(ys**2), {}
+
+    clean = train.fit(loss_fn, params, [(xs, lengths)] * 3, steps=3, optimizer=optax.sgd(0.1))
+    poisoned = train.fit(loss_fn, params, [(padded, lengths)] * 3, steps=3, optimizer=optax.sgd(0.1))
+    chex.assert_tree_all_finite(poisoned.last_params)
+    chex.assert_trees_all_equal(poisoned.last_params, clean.last_params)
+
+
+# ------------------------------------------------------------------------------------- killed processes
+
+
+def _kill(directory, fault: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.faulty_fit", str(directory), fault],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("fault", "resumed_from"),
+    [("step:12", 10), ("save-start:15", 10), ("save-rename:10", 5), ("evaluate:20", 20)],
+)
+def test_a_run_killed_anywhere_resumes_bit_identical(tmp_path, uninterrupted, fault, resumed_from):
+    directory = tmp_path / "run"
+    _kill(directory, fault)
+    kind, at = fault.split(":")
+    if kind.startswith("save"):  # killed mid-save: the temporary directory is there, the step is not
+        assert list(directory.glob(f"step_{at}.orbax-checkpoint-tmp*")) and int(at) not in _steps(directory)
+    records = []
+    resumed = faulty_fit.run(directory, on_log=records.append)
+    events = [(r["event"], r["message"]) for r in records if "event" in r]
+    assert events[0][0] == "stale_lock" and "took over the stale lock of process" in events[0][1]  # it was killed
+    where = f"checkpoint {directory.absolute()}/step_{resumed_from}"
+    assert events[1] == ("resume", f"resuming from step {resumed_from} of {faulty_fit.STEPS} ({where})")
+    assert len(events) == 2
+    chex.assert_trees_all_equal(resumed.last_params, uninterrupted.last_params)
+    chex.assert_trees_all_equal(resumed.opt_state, uninterrupted.opt_state)
+    chex.assert_trees_all_equal(resumed.params, uninterrupted.params)
+    assert resumed.history == uninterrupted.history  # the evaluation pending at the kill was done again
+    if kind == "evaluate":
+        assert [r["step"] for r in records if "eval" in r] == [20, 24]
+
+
+def test_a_finished_run_says_so_and_returns_its_history(tmp_path, uninterrupted):
+    faulty_fit.run(tmp_path / "run")
+    records = []
+    again = faulty_fit.run(tmp_path / "run", on_log=records.append)
+    assert [r["event"] for r in records] == ["finished"] and records[0]["message"].startswith(
+        f"already finished at step {faulty_fit.STEPS} of {faulty_fit.STEPS}"
+    )
+    assert again.history == uninterrupted.history and again.step == faulty_fit.STEPS
+    chex.assert_trees_all_equal(again.params, uninterrupted.params)
+
+
+# ------------------------------------------------------------------------------------ damaged checkpoints
+
+
+def _biggest_data_file(step_dir: pathlib.Path) -> pathlib.Path:
+    return max((p for p in (step_dir / "state").rglob("d/*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def _overwrite_64_bytes(path: pathlib.Path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = max(0, len(data) // 2 - 32)
+    data[middle : middle + 64] = bytes(range(64))[: len(data) - middle]
+    path.write_bytes(bytes(data))
+
+
+CORRUPTIONS = {
+    "truncated array file": lambda d: os.truncate(f := _biggest_data_file(d), f.stat().st_size // 2),
+    "deleted array file": lambda d: _biggest_data_file(d).unlink(),
+    "deleted manifest": lambda d: (d / "state" / "manifest.ocdbt").unlink(),
+    "64 bytes overwritten": lambda d: _overwrite_64_bytes(_biggest_data_file(d)),
+    "deleted commit_success.txt": lambda d: (d / "commit_success.txt").unlink(),
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_a_damaged_newest_checkpoint_is_reported_and_the_run_falls_back(tmp_path, uninterrupted, corruption):
+    directory = tmp_path / "run"
+    faulty_fit.run(directory, steps=12)  # checkpoints 5, 10, 12
+    CORRUPTIONS[corruption](directory / "step_12")
+    records = []
+    resumed = faulty_fit.run(directory, on_log=records.append)
+    events = [(r["event"], r["message"]) for r in records if "event" in r]
+    assert [e for e, _ in events] == ["damaged", "resume"], events
+    assert events[0][1].startswith(f"checkpoint {directory.absolute()}/step_12 is damaged (")
+    assert events[0][1].endswith("falling back to an older one") and "\n" not in events[0][1]
+    assert events[1][1].startswith("resuming from step 10 of 24")
+    chex.assert_trees_all_equal(resumed.last_params, uninterrupted.last_params)
+    assert resumed.history == uninterrupted.history
+
+
+def test_no_checkpoint_that_verifies_stops_with_one_line_naming_them(tmp_path):
+    directory = tmp_path / "run"
+    faulty_fit.run(directory, steps=12)
+    for step in _steps(directory):
+        (directory / f"step_{step}" / "commit_success.txt").unlink()
+    with pytest.raises(checkpoint.CheckpointError) as caught:
+        faulty_fit.run(directory, on_log=[].append)
+    message = _one_line(caught.value)
+    assert message.startswith(f"no usable checkpoint in {directory.absolute()}: step_12 is damaged (commit_success")
+    assert all(f"step_{s} is damaged" in message for s in (5, 10, 12)) and f"delete {directory.absolute()}" in message
+
+
+# -------------------------------------------------------------------------------------------- two writers
+
+
+def test_a_second_writer_is_refused_while_the_first_lives_and_a_dead_ones_lock_is_taken_over(tmp_path):
+    directory = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from rnnx.training import checkpoint\n"
+            "with checkpoint.lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(120)",
+            str(directory),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(checkpoint.CheckpointError) as caught:
+            faulty_fit.run(directory)
+        assert f"is in use by process {holder.pid}" in _one_line(caught.value)
+        assert _steps(directory) == []  # the refused writer wrote nothing
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    records = []
+    faulty_fit.run(directory, steps=5, on_log=records.append)
+    assert [r["event"] for r in records if "event" in r] == ["stale_lock"] and _steps(directory) == [5]
+    assert not (directory / "rnnx.lock").exists()  # released at the end
