@@ -77,3 +77,49 @@ def run(step, params, xs, carry, lengths=None, reverse=False):
         finals.append(state)
         outputs.append(ys)
     return finals, np.stack(outputs)
+
+
+def run_sequence(step, params, xs, initial, fresh, *, lengths=None, mask=None, reset=None, reverse=False):
+    """``rnnx.unroll``'s documented sequence semantics, one sequence and one step at a time, in float64.
+
+    Args:
+      step: a NumPy reference step ``(params, carry, x) -> carry``.
+      xs: ``(b, t, d)``, batch-major with one flat batch axis.
+      initial, fresh: ``(b, h)`` arrays, or tuples of them for a carry in parts (the LSTM's ``(h, c)``): the
+        carry before the first step, and the state a reset restores (``cell.initial_carry(params)``).
+      lengths: ``(b,)``: only the first ``length`` steps are the sequence. The padding after them is not part
+        of it: its outputs are zero and it touches nothing, so the final carry is the one after the last valid
+        step and ``reverse`` runs the valid part backwards from ``initial``.
+      mask: ``(b, t)``: a masked step passes the carry through unchanged and outputs zero.
+      reset: ``(b, t)``: True where a new segment starts. Each segment runs from ``fresh`` in the scan
+        direction: forwards the carry is reset before the step, backwards after it (so before the step at
+        ``t - 1``); the segment met first starts from ``initial`` unless a reset marks its start.
+      reverse: run each valid part from its last step to its first; outputs stay aligned with their inputs.
+
+    Returns:
+      ``(finals, ys)``: the final carry of each sequence (a list) and the outputs ``(b, t, h)``.
+    """
+    params = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    batch, steps = xs.shape[:2]
+    lengths = np.full(batch, steps) if lengths is None else np.asarray(lengths).reshape(batch)
+    mask = np.ones((batch, steps), bool) if mask is None else np.asarray(mask).reshape(batch, steps)
+    reset = np.zeros((batch, steps), bool) if reset is None else np.asarray(reset).reshape(batch, steps)
+
+    def part(state, n):
+        if isinstance(state, tuple):
+            return tuple(np.asarray(s[n], np.float64) for s in state)
+        return np.asarray(state[n], np.float64)
+
+    hidden = (initial[0] if isinstance(initial, tuple) else initial).shape[-1]
+    finals, ys = [], np.zeros((batch, steps, hidden))
+    for n in range(batch):
+        state, length = part(initial, n), int(lengths[n])
+        for t in reversed(range(length)) if reverse else range(length):
+            starts = (t + 1 < length and reset[n, t + 1]) if reverse else reset[n, t]
+            if starts:
+                state = part(fresh, n)
+            if mask[n, t]:
+                state = step(params, state, np.asarray(xs[n, t], np.float64))
+                ys[n, t] = state[0] if isinstance(state, tuple) else state
+        finals.append(state)
+    return finals, ys

@@ -3,9 +3,11 @@ checkpoints and two writers. Each case asserts a one-line message from rnnx nami
 nothing is lost: the last good checkpoint is intact and a resumed run ends bit-identical to an
 uninterrupted one."""
 
+import json
 import math
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,7 +70,7 @@ def test_a_nan_or_exploding_learning_rate_stops_with_one_line_and_saves_nothing_
     assert "learning rate" in message
     _assert_no_nonfinite_checkpoint(tmp_path / "run")
     if error.step <= faulty_fit.EVERY:  # stopped before the first checkpoint: none written, none named
-        assert _steps(tmp_path / "run") == [] and "No checkpoint holds" in message and error.checkpoint is None
+        assert _steps(tmp_path / "run") == [] and "No checkpoint was written yet" in message and not error.checkpoint
     else:
         assert f"The last good checkpoint is {error.checkpoint}" in message and error.checkpoint.is_dir()
 
@@ -290,3 +292,64 @@ def test_a_second_writer_is_refused_while_the_first_lives_and_a_dead_ones_lock_i
     faulty_fit.run(directory, steps=5, on_log=records.append)
     assert [r["event"] for r in records if "event" in r] == ["stale_lock"] and _steps(directory) == [5]
     assert not (directory / "rnnx.lock").exists()  # released at the end
+
+
+# ------------------------------------------------------------------------------------------- the CLI run
+
+TINY_LM = ["--hidden", "16", "--embed", "8", "--layers", "1", "--window", "16", "--batch-size", "4"]
+TINY_LM += ["--ngram-orders", "2", "--eval-chars", "500", "--eval-every", "10", "--checkpoint-every", "5"]
+TINY_LM += ["--schedule", "constant", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("text") / "text.txt"
+    path.write_text("to be or not to be, that is the question.\n" * 200)
+    return path
+
+
+def _train(text_file, run_dir, steps, *extra):
+    from rnnx.apps.cli import main
+
+    argv = ["train", "--dataset", str(text_file), "--steps", str(steps), "--run-dir", str(run_dir)]
+    return main([*argv, *TINY_LM, *extra])
+
+
+def _records(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_cli_divergence_is_one_line_with_the_rate_and_exit_code_1(tmp_path, text_file, capsys):
+    assert _train(text_file, tmp_path / "run", 20, "--learning-rate", "3e38") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("rnnx train: error: training stopped at step ")
+    assert err[-1].endswith("(this run: --learning-rate 3e+38, --clip-norm 1.0, --schedule constant)")
+    assert "Traceback" not in "\n".join(err) and not (tmp_path / "run" / "results.json").exists()
+    # A rate that saturates the gates instead: finite but useless, and the run says so.
+    assert _train(text_file, tmp_path / "saturated", 10, "--learning-rate", "1e6") == 0
+    assert "warning: held-out " in capsys.readouterr().err
+
+
+def test_cli_resume_says_so_and_keeps_each_record_once_and_a_finished_run_keeps_its_results(
+    tmp_path, text_file, capsys
+):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert _train(text_file, whole, 30) == 0
+    results, log = (whole / "results.json").read_text(), (whole / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    assert _train(text_file, whole, 30) == 0  # finished: says so, and changes nothing
+    assert f"{whole} holds a finished run (30 of 30 steps)" in capsys.readouterr().err
+    assert (whole / "results.json").read_text() == results and (whole / "metrics.jsonl").read_text() == log
+    # The same run as if killed after step 27: its log goes on past the newest checkpoint, step 25.
+    shutil.copytree(whole, cut)
+    for step in _steps(cut / "checkpoints"):
+        if step > 25:
+            shutil.rmtree(cut / "checkpoints" / f"step_{step}")
+    (cut / "results.json").unlink()
+    assert _train(text_file, cut, 30) == 0
+    assert f"resuming from step 25 of 30 (checkpoint {cut.absolute()}/checkpoints/step_25)" in capsys.readouterr().err
+    steps = [(r["step"], "eval" in r) for r in _records(cut) if "event" not in r]
+    assert steps == [(r["step"], "eval" in r) for r in _records(whole)]  # each step once, none lost
+    resumed, reference = (json.loads((d / "results.json").read_text()) for d in (cut, whole))
+    assert resumed["history"] == reference["history"]  # the whole run's, not only what ran after the resume
+    assert resumed["test_bits_per_char"] == reference["test_bits_per_char"]  # bit for bit

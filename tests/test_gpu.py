@@ -206,6 +206,22 @@ def test_cudnn_training_step():
     chex.assert_trees_all_close(a[2:], b[2:], **F32)  # loss and gradients (Adam's first step is ~lr * sign(g))
 
 
+@pytest.mark.parametrize("poison", [jnp.nan, jnp.inf])
+def test_cudnn_padding_never_reaches_the_gradient(poison):
+    """NaN or inf beyond ``lengths`` gives the outputs and gradients of zeros there, as in the scan."""
+    net, params, xs, lengths, carry = _setup("2x_bi_lengths_carry")
+    padded = (jnp.arange(T) >= lengths[:, None])[..., None]
+    highest = jax.lax.Precision.HIGHEST
+
+    def run(p, x, c):
+        return cudnn.apply(net, p, x, lengths=lengths, initial_carry=c, precision=highest, impl=IMPL)
+
+    dirty = _value_and_grads(run, params, jnp.where(padded, poison, xs), carry)
+    clean = _value_and_grads(run, params, jnp.where(padded, 0.0, xs), carry)
+    chex.assert_tree_all_finite(dirty)
+    chex.assert_trees_all_close(dirty, clean, **F32)
+
+
 def test_backend_argument_when_wired():
     """``backend=`` on Stack.apply / unroll: "cudnn" equals "scan", and "auto" picks cuDNN on a GPU."""
     if "backend" not in inspect.signature(rnnx.Stack.apply).parameters:

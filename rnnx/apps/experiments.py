@@ -21,7 +21,7 @@ from rnnx import training as train
 from rnnx.apps import baselines, corpora, data, models
 from rnnx.apps.config import CLASSIFICATION_SETS, ClassifierConfig, ConfigError, LanguageModelConfig, validate
 from rnnx.core import make_cell, stacked
-from rnnx.training import checkpoint, losses, metrics
+from rnnx.training import checkpoint, distributed, losses, metrics
 
 
 def _quiet(message: str) -> None:
@@ -29,14 +29,28 @@ def _quiet(message: str) -> None:
 
 
 def _log_to(run_dir: Path, on_log):
-    """``fit``'s ``on_log``: each record appended to ``run_dir/metrics.jsonl``, then passed to ``on_log``."""
-    write = train.jsonl_log(run_dir / "metrics.jsonl")
+    """``fit``'s ``on_log``: each record appended to ``run_dir/metrics.jsonl``, then passed to ``on_log``.
+    On resuming from step N, the log is first cut back to what that checkpoint holds (the records up to
+    step N, less the evaluation of step N when it is done again), so no step appears twice."""
+    path = run_dir / "metrics.jsonl"
+    write = train.jsonl_log(path)
 
     def log(record: dict):
+        if record.get("event") in ("resume", "finished") and path.exists():
+            step, again = record["step"], record["pending_evaluation"]
+            kept = [line for line in path.read_text().splitlines() if line and _kept(json.loads(line), step, again)]
+            path.write_text("".join(line + "\n" for line in kept))
         write(record)
         return on_log(record) if on_log is not None else None
 
     return log
+
+
+def _kept(record: dict, step: int, evaluated_again: bool) -> bool:
+    """Whether a ``metrics.jsonl`` record survives a resume from a checkpoint of ``step`` (whose evaluation
+    is ``evaluated_again`` or is in the checkpoint)."""
+    at = record.get("step")
+    return at is None or at < step or (at == step and ("loss" in record or ("eval" in record and not evaluated_again)))
 
 
 def _optimizer(cfg):
@@ -53,16 +67,43 @@ def _prepare(run_dir, config) -> Path:
     saved_path = run_dir / "config.json"
     if saved_path.exists() and _latest_step(run_dir / "checkpoints") is not None:
         saved = json.loads(saved_path.read_text())
-        free = {"patience", "run_dir"} | ({"steps"} if config.schedule == "constant" else set())
+        free = {"patience", "run_dir", "checkpoint_every", "keep_checkpoints", "on_nonfinite"} | (
+            {"steps"} if config.schedule == "constant" else set()
+        )
         changed = {k: (saved.get(k), v) for k, v in settings.items() if k not in free and saved.get(k) != v}
         if changed:
             raise ConfigError(
                 f"{run_dir} holds checkpoints of a run with other settings, {changed} (saved, now); it would "
                 f"resume from them. Pass another --run-dir, or delete {run_dir}, to start afresh"
             )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved_path.write_text(json.dumps(settings, indent=1))
+    _all_processes_here("rnnx: run directory read")  # each read it before process 0 writes to it
+    if _lead():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        saved_path.write_text(json.dumps(settings, indent=1))
     return run_dir
+
+
+def _finished(run_dir: Path, cfg, say) -> dict | None:
+    """The saved results of a run in ``run_dir`` that already trained its ``cfg.steps`` (or stopped early),
+    after saying so; None when there is training left to do."""
+    path = run_dir / "results.json"
+    if not path.exists():
+        return None
+    results = json.loads(path.read_text())
+    step = _latest_step(run_dir / "checkpoints")
+    if step is None or results.get("steps") != step or (step < cfg.steps and not results.get("stopped_early")):
+        return None
+    say(
+        f"{run_dir} holds a finished run ({step} of {cfg.steps} steps); its results stay as they are in {path}. "
+        "To train on, pass more --steps (constant schedule) or another --run-dir"
+    )
+    return results
+
+
+def _checkpoints(run_dir: Path, cfg, net) -> train.Checkpoints:
+    return train.Checkpoints(
+        run_dir / "checkpoints", every=cfg.checkpoint_every, max_to_keep=cfg.keep_checkpoints, net=net
+    )
 
 
 def _latest_step(directory: Path) -> int | None:
@@ -70,6 +111,50 @@ def _latest_step(directory: Path) -> int | None:
         return None
     with checkpoint.manager(directory, read_only=True) as manager:
         return manager.latest_step()
+
+
+# ------------------------------------------------------------------------- several devices and processes
+# With a ``mesh`` over the devices of several processes, every process runs the whole experiment (``fit``'s
+# steps and orbax's saves are collective, and the same work keeps them in step up to their exit), feeding
+# only its slice of each global batch; process 0 alone writes the run's files and says anything.
+
+
+def _lead() -> bool:
+    return jax.process_index() == 0
+
+
+def _all_processes_here(name: str) -> None:
+    """A barrier across the job's processes (nothing with one)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _lanes(batch_size: int, mesh) -> slice:
+    """The rows of every global batch this process feeds: process ``p`` of the ``n`` whose devices make up
+    ``mesh`` (grouped by process, in process order, as ``jax.devices()`` lists them) feeds rows
+    ``[p * batch_size // n, (p + 1) * batch_size // n)``; all of them without a mesh."""
+    processes = [] if mesh is None else sorted({d.process_index for d in mesh.devices.flat})
+    if len(processes) <= 1:
+        return slice(0, batch_size)
+    rows = distributed.process_shard(batch_size, index=processes.index(jax.process_index()), count=len(processes))
+    return slice(rows.start, rows.stop)
+
+
+def _process_windows(ids: np.ndarray, batch_size: int, window: int, lanes: slice) -> np.ndarray:
+    """``data.stream_windows(ids, batch_size=batch_size, window=window)[:, lanes]``, cut from the part of the
+    stream those lanes read and nothing else, so a process holds only its own training windows."""
+    lane = (len(ids) - 1) // batch_size
+    part = ids[lanes.start * lane : lanes.stop * lane + 1]
+    return data.stream_windows(part, batch_size=lanes.stop - lanes.start, window=window)
+
+
+def _here(params):
+    """``params`` on one of this process's devices. ``fit`` hands evaluation params replicated over the mesh;
+    evaluating this copy is the one-device computation, with the same metrics in every process, and needs
+    no other process (which a computation on arrays spanning several processes would)."""
+    return jax.tree.map(lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a, params)
 
 
 # ------------------------------------------------------------------------------------------ classification
@@ -160,14 +245,23 @@ def _initial_classifier_params(model, vocab, cfg):
 
 
 def train_classifier(
-    cfg: ClassifierConfig, *, on_log: Callable | None = None, say: Callable[[str], None] = _quiet
+    cfg: ClassifierConfig,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    on_log: Callable | None = None,
+    say: Callable[[str], None] = _quiet,
 ) -> dict:
     """Train and evaluate a recurrent text classifier; return the metrics beside the baselines.
 
-    ``on_log`` receives :func:`rnnx.training.fit`'s records (they also go to ``metrics.jsonl``); ``say``
-    receives notes on the data and on what runs next.
+    ``mesh``: data-parallel training, passed to :func:`rnnx.training.fit`; over several processes, each
+    feeds its rows of every global batch (the global batches are the one-process run's, so together the
+    processes see every training row once per epoch) and evaluates the whole validation and test sets on
+    its own copy of the params. ``on_log`` receives :func:`rnnx.training.fit`'s records (they also go to
+    ``metrics.jsonl``); ``say`` receives notes on the data and on what runs next. Only process 0 writes
+    files and calls ``on_log`` and ``say``.
     """
     validate(cfg)
+    say = say if _lead() else _quiet
     ds, labels, groups, names = _load_classification(cfg)
     if cfg.test_size >= len(labels):
         raise ConfigError(
@@ -180,8 +274,11 @@ def train_classifier(
     fit_rows, val_rows = train_rows[fit_rows], train_rows[val_rows]
     _check_classifier_splits(cfg, labels, names, {"training": fit_rows, "validation": val_rows, "test": test_rows})
     run_dir = _prepare(cfg.run_dir, cfg)  # only once the data is known to be usable
+    if (finished := _finished(run_dir, cfg, say)) is not None:
+        return finished
     vocab = data.Vocab.build(ds.select(fit_rows)[cfg.text_column], min_freq=cfg.min_freq, max_size=cfg.max_vocab)
-    vocab.save(run_dir / "vocab.json")
+    if _lead():
+        vocab.save(run_dir / "vocab.json")
     ids = data.encode(ds, vocab, text_column=cfg.text_column, max_length=cfg.max_length)["ids"]
     # Whether one movie (or other group) sits on both sides, also when the split ignores the groups.
     known = groups if groups is not None else (np.array(ds["movie"]) if "movie" in ds.column_names else None)
@@ -224,7 +321,7 @@ def train_classifier(
     val_batches, test_batches = batches_of(val_rows), batches_of(test_rows)
 
     def evaluate(params, batches=val_batches):
-        totals = np.zeros(3)
+        params, totals = _here(params), np.zeros(3)
         for b in batches:
             loss, aux = eval_step(params, b)
             n = b["weights"].sum()
@@ -234,18 +331,21 @@ def train_classifier(
     params, coverage = _initial_classifier_params(model, vocab, cfg)
     if coverage is not None:
         say(f"GloVe 6B 50d covers {coverage:.1%} of the {len(vocab):,}-word vocabulary")
+    lanes = _lanes(cfg.batch_size, mesh)  # this process's rows of every global batch
     started = time.perf_counter()
     result = train.fit(
         loss_fn,
         params,
-        lambda epoch: batches_of(fit_rows, epoch),
+        lambda epoch: [{k: v[lanes] for k, v in b.items()} for b in batches_of(fit_rows, epoch)],
         steps=cfg.steps,
         optimizer=_optimizer(cfg),
         clip_norm=cfg.clip_norm or None,
         seed=cfg.seed,
         evaluation=train.Evaluation(evaluate, cfg.eval_every, monitor="accuracy", mode="max", patience=cfg.patience),
-        checkpoints=train.Checkpoints(run_dir / "checkpoints", every=cfg.eval_every, net=model.net),
-        on_log=_log_to(run_dir, on_log),
+        checkpoints=_checkpoints(run_dir, cfg, model.net),
+        on_log=_log_to(run_dir, on_log) if _lead() else _quiet,
+        on_nonfinite=cfg.on_nonfinite,
+        mesh=mesh,
     )
     seconds = time.perf_counter() - started
     test = evaluate(result.params, test_batches)
@@ -276,7 +376,8 @@ def train_classifier(
         "train_seconds": round(seconds, 1),
         "history": result.history,
     }
-    (run_dir / "results.json").write_text(json.dumps(out, indent=1))
+    if _lead():
+        (run_dir / "results.json").write_text(json.dumps(out, indent=1))
     return out
 
 
@@ -347,29 +448,39 @@ def _language_model(cfg: LanguageModelConfig, vocab_size: int):
     return model, loss_fn
 
 
-def _initial_lm_state(cfg: LanguageModelConfig, model, loss_fn):
-    """The parameters and the ``fit`` state of a fresh language-model run."""
+def _initial_lm_state(cfg: LanguageModelConfig, model, loss_fn, lanes: int | None = None):
+    """The parameters and the ``fit`` state of a fresh language-model run; the carry has ``lanes`` rows
+    (default ``cfg.batch_size``; a process of several: its own lanes)."""
     params = model.init(jax.random.key(cfg.seed))
-    carry = model.net.initial_carry(params["rnn"], (cfg.batch_size,))
+    carry = model.net.initial_carry(params["rnn"], (cfg.batch_size if lanes is None else lanes,))
     step = train.make_train_step(loss_fn, _optimizer(cfg), clip_norm=cfg.clip_norm or None)
     return params, carry, train.initial_state(step, params, carry)
 
 
 def train_language_model(
-    cfg: LanguageModelConfig, *, on_log: Callable | None = None, say: Callable[[str], None] = _quiet
+    cfg: LanguageModelConfig,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    on_log: Callable | None = None,
+    say: Callable[[str], None] = _quiet,
 ) -> dict:
     """Train a character-level recurrent language model with truncated BPTT; bits per character on held-out
     text beside a smoothed character n-gram model (its order chosen on the validation text).
 
-    ``on_log`` and ``say`` as in :func:`train_classifier`.
+    ``mesh``, ``on_log`` and ``say`` as in :func:`train_classifier`; over several processes, each holds
+    only its lanes of the training stream (and their carry), together the one-process run's lanes.
     """
     validate(cfg)
+    say = say if _lead() else _quiet
     train_text, val_text, test_text = _load_text(cfg)
     val_text = val_text[: cfg.eval_chars]  # evaluated often; the test text is scored once, whole
     _check_text_lengths(cfg, train_text, val_text, test_text)
     run_dir = _prepare(cfg.run_dir, cfg)  # only once the data is known to be usable
+    if (finished := _finished(run_dir, cfg, say)) is not None:
+        return finished
     vocab = data.Vocab.build([train_text], level="char")
-    vocab.save(run_dir / "vocab.json")
+    if _lead():
+        vocab.save(run_dir / "vocab.json")
     encode = lambda text: np.asarray(vocab.encode(text), np.int32)  # noqa: E731
     train_ids, val_ids, test_ids = encode(train_text), encode(val_text), encode(test_text)
     say(
@@ -377,15 +488,16 @@ def train_language_model(
         f"characters, vocabulary {len(vocab)}"
     )
     model, loss_fn = _language_model(cfg, len(vocab))
-    windows = data.stream_windows(train_ids, batch_size=cfg.batch_size, window=cfg.window)
+    lanes = _lanes(cfg.batch_size, mesh)  # this process's lanes of every global batch
+    windows = _process_windows(train_ids, cfg.batch_size, cfg.window, lanes)
     val_windows = _held_out_windows(val_ids, cfg.batch_size, cfg.window)
     nll_on_stream = jax.jit(lambda params, windows: _nll_on_stream(model, params, windows))
 
     def evaluate(params):
-        nll = float(nll_on_stream(params, val_windows))
+        nll = float(nll_on_stream(_here(params), val_windows))
         return {"bits_per_char": metrics.bits_per_token(nll), "perplexity": metrics.perplexity(nll)}
 
-    params, carry, _ = _initial_lm_state(cfg, model, loss_fn)
+    params, carry, _ = _initial_lm_state(cfg, model, loss_fn, lanes.stop - lanes.start)
     started = time.perf_counter()
     result = train.fit(
         loss_fn,
@@ -397,16 +509,19 @@ def train_language_model(
         seed=cfg.seed,
         initial_carry=carry,
         evaluation=train.Evaluation(evaluate, cfg.eval_every, monitor="bits_per_char", patience=cfg.patience),
-        checkpoints=train.Checkpoints(run_dir / "checkpoints", every=cfg.eval_every, net=model.net),
-        on_log=_log_to(run_dir, on_log),
+        checkpoints=_checkpoints(run_dir, cfg, model.net),
+        on_log=_log_to(run_dir, on_log) if _lead() else _quiet,
+        on_nonfinite=cfg.on_nonfinite,
+        mesh=mesh,
     )
     seconds = time.perf_counter() - started
-    test_nll = float(nll_on_stream(result.params, _held_out_windows(test_ids, cfg.batch_size, cfg.window)))
+    best = _here(result.params)
+    test_nll = float(nll_on_stream(best, _held_out_windows(test_ids, cfg.batch_size, cfg.window)))
     ngram_val, best_order, ngram_test = _ngram_baseline(cfg, train_text, val_text, test_text, say)
     prompt = "ROMEO.\n" if cfg.dataset == "shakespeare" else train_text[: min(20, len(train_text))]
     generated = models.sample(
         model,
-        result.params,
+        best,
         vocab.encode(prompt),
         length=200,
         key=jax.random.key(cfg.seed),
@@ -430,8 +545,9 @@ def train_language_model(
         "sample": {"prompt": prompt, "temperature": 0.8, "text": vocab.decode(generated)},
         "history": result.history,
     }
-    out["plot"] = _plot_losses(run_dir, out, say)
-    (run_dir / "results.json").write_text(json.dumps(out, indent=1))
+    out["plot"] = _plot_losses(run_dir, out, say) if _lead() else None  # it reads process 0's metrics.jsonl
+    if _lead():
+        (run_dir / "results.json").write_text(json.dumps(out, indent=1))
     return out
 
 
@@ -493,7 +609,7 @@ def language_model_config(run_dir) -> LanguageModelConfig:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ConfigError(f"--run-dir {run_dir} is not a language-model run: {path} is not JSON") from None
     fields = {f.name for f in dataclasses.fields(LanguageModelConfig)}
-    if not isinstance(saved, dict) or set(saved) != fields:
+    if not isinstance(saved, dict) or "window" not in saved or not set(saved) <= fields:  # older runs lack new fields
         kind = "a classifier run" if isinstance(saved, dict) and "label_column" in saved else "another kind of run"
         raise ConfigError(
             f"--run-dir {run_dir} holds {kind}, not a language model; generate needs the run directory of "
@@ -504,9 +620,9 @@ def language_model_config(run_dir) -> LanguageModelConfig:
     return LanguageModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
 
 
-def restore_language_model(run_dir):
+def restore_language_model(run_dir, say: Callable[[str], None] = _quiet):
     """``(model, params, vocab)`` from a run directory written by :func:`train_language_model`: the best
-    evaluated params of its newest checkpoint."""
+    evaluated params of its newest checkpoint that verifies (``say`` hears of any damaged one skipped)."""
     run_dir = Path(run_dir)
     cfg = language_model_config(run_dir)
     vocab = data.Vocab.load(run_dir / "vocab.json")
@@ -515,7 +631,7 @@ def restore_language_model(run_dir):
         raise ConfigError(f"--run-dir {run_dir} has no complete checkpoint under {run_dir / 'checkpoints'}")
     _, _, like = _initial_lm_state(cfg, model, loss_fn)
     with checkpoint.manager(run_dir / "checkpoints", read_only=True) as manager:
-        state = checkpoint.restore_step(manager, manager.latest_step(), like, net=model.net)
+        _, state, _ = checkpoint.restore_latest(manager, like, net=model.net, on_damaged=say)
     return model, state.best_params, vocab
 
 

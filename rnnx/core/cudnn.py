@@ -184,6 +184,9 @@ def apply(net: Stack, params, xs, *, lengths=None, initial_carry=None, precision
                 raise ValueError(f"lengths must lie in [0, {steps}] (the number of time steps), received min {low}, "
                                  f"max {high}")  # fmt: skip
         lengths = lengths.reshape(n).astype(jnp.int32)
+        # Whatever the padding holds (NaN, inf) must reach neither the outputs nor the gradients: cuDNN's
+        # backward pass multiplies through the padded inputs, so zero them first, as the scan does.
+        x = jnp.where((jnp.arange(steps) < lengths[:, None])[..., None], x, 0.0)
 
     default = net.initial_carry(params, batch_shape)
     carry0 = default if initial_carry is None else _check_carry(initial_carry, default)

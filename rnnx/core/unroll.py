@@ -66,7 +66,8 @@ def unroll(
         masked steps unchanged and their outputs are zero. Combines with ``lengths`` by logical and.
       reset: boolean, shaped like ``mask``: True where a new sequence starts. The carry is set back to
         ``cell.initial_carry(params)`` before that step (after it, in reverse order, so each segment runs
-        fresh in either direction).
+        fresh in either direction); also at a masked step, whose reset carries to the next step. Resets at
+        steps ``>= length`` are ignored: they lie outside the sequence.
       initial_carry: the carry before the first step, shaped like ``cell.initial_carry(params, b)``.
         Default ``cell.initial_carry(params, b)``.
       reverse: run from the last step to the first; outputs stay aligned with their inputs.
@@ -112,8 +113,10 @@ def unroll(
     xs = _check_xs(xs, input_size)
     steps = xs.shape[0 if time_major else -2]
     batch_shape = xs.shape[1:-1] if time_major else xs.shape[:-2]
-    valid = _valid_steps(lengths, mask, batch_shape, steps, time_major)
+    valid, in_sequence = _valid_steps(lengths, mask, batch_shape, steps, time_major)
     reset = _check_bool("reset", reset, batch_shape, steps, time_major)
+    if reset is not None and in_sequence is not None:  # a step past the length is no sequence's start
+        reset = reset & in_sequence
     init = cell.initial_carry(params, batch_shape)
     carry = init if initial_carry is None else _check_carry(initial_carry, init)
     if backend != "scan" and cell.name == "lstm" and not reverse:
@@ -273,12 +276,13 @@ def _check_xs(xs, input_size):
 
 
 def _valid_steps(lengths, mask, batch_shape, steps, time_major):
-    """The boolean (*b, t) (or (t, *b)) array of steps to run, or None when all run."""
+    """``(valid, in_sequence)``: boolean (*b, t) (or (t, *b)) arrays of the steps to run and of the steps
+    before each length; each None when it holds everywhere."""
     if steps == 0:
         raise ValueError("xs has 0 time steps; expected at least 1")
     mask = _check_bool("mask", mask, batch_shape, steps, time_major)
     if lengths is None:
-        return mask
+        return mask, None
     lengths = jnp.asarray(lengths)
     if lengths.shape != tuple(batch_shape):
         raise ValueError(f"lengths must have the batch shape {tuple(batch_shape)}, received shape {lengths.shape}")
@@ -294,7 +298,7 @@ def _valid_steps(lengths, mask, batch_shape, steps, time_major):
     by_length = jnp.arange(steps) < lengths[..., None]
     if time_major:
         by_length = jnp.moveaxis(by_length, -1, 0)
-    return by_length if mask is None else by_length & mask
+    return (by_length if mask is None else by_length & mask), by_length
 
 
 def _check_bool(name, value, batch_shape, steps, time_major):

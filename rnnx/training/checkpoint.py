@@ -412,18 +412,20 @@ def _orbax_noise_hidden():
     lines: its shard reader catches BaseException, so closing a pending read raises again ("Exception
     ignored in <coroutine ...>"); TensorStore's callbacks find the event loop closed; asyncio logs the
     other failed tasks ("Task exception was never retrieved"); and Python warns of coroutines never
-    awaited. The hook, filter and warning filter are process-wide for the duration of one failed read;
-    other output passes through."""
+    awaited. The hook and warning filter are process-wide for the duration of one failed read, the logging
+    filter from then on; other output passes through."""
     previous = sys.unraisablehook
     sys.unraisablehook = lambda unraisable: None if _orbax_noise(unraisable) else previous(unraisable)
+    # A future may be collected long after (at the next garbage collection, or at exit), so this filter
+    # stays once added; it drops only asyncio's reports of abandoned orbax/TensorStore reads.
     asyncio_log = logging.getLogger("asyncio")
-    asyncio_log.addFilter(_not_an_orbax_task)
+    if _not_an_orbax_task not in asyncio_log.filters:
+        asyncio_log.addFilter(_not_an_orbax_task)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", r"coroutine .* was never awaited", RuntimeWarning)
             yield
     finally:
-        asyncio_log.removeFilter(_not_an_orbax_task)
         sys.unraisablehook = previous
 
 
@@ -439,7 +441,8 @@ def _from_orbax(coroutine) -> bool:
 
 def _not_an_orbax_task(record: logging.LogRecord) -> bool:
     message = record.getMessage()
-    return not (message.startswith("Task exception was never retrieved") and "orbax" in message)
+    abandoned = message.startswith(("Task exception was never retrieved", "Future exception was never retrieved"))
+    return not (abandoned and ("orbax" in message or "tensorstore_spec" in message))
 
 
 def _first_line(error: BaseException, path) -> str:

@@ -279,6 +279,7 @@ def fit(
     if checkpoints is None:
         return run(state)
     directory = pathlib.Path(checkpoints.directory).absolute()
+    run.checkpointing = True
     lead = jax.process_index() == 0  # one lock per job, held by its first process
     with (
         checkpoint.lock(directory, on_stale=run.warn("stale_lock")) if lead else contextlib.nullcontext(),
@@ -381,6 +382,7 @@ class _Run:
     skipped: int = 0
     consecutive: int = 0  # non-finite steps in a row
     saved: pathlib.Path | None = None  # the last checkpoint written or restored
+    checkpointing: bool = False
 
     def note(self, event: str, message: str, step: int | None = None) -> None:
         _emit(self.on_log, {"step": step, "event": event, "message": message})
@@ -482,9 +484,9 @@ class _Run:
         )
 
     def where(self) -> str:
-        if self.saved is None:
-            return "No checkpoint holds this run's progress (checkpoints off or none written yet)"
-        return f"The last good checkpoint is {self.saved}"
+        if self.saved is not None:
+            return f"The last good checkpoint is {self.saved}"
+        return "No checkpoint was written yet" if self.checkpointing else "Checkpoints are off: nothing was saved"
 
     def mean(self, pending: list) -> dict:
         """The mean of each metric over the steps with a finite loss and gradient."""
@@ -513,9 +515,10 @@ class _Run:
             )
         if value < float(state.best):
             self.best_step = step
-            state = state._replace(
-                best_params=state.train.params, best=jnp.asarray(value, jnp.float32), bad_evals=jnp.zeros((), jnp.int32)
-            )
+            best, bad = jnp.asarray(value, jnp.float32), jnp.zeros((), jnp.int32)
+            if self.place is not None:  # on the mesh like the rest of the state, or orbax cannot save it
+                best, bad = self.place.replicated((best, bad))
+            state = state._replace(best_params=state.train.params, best=best, bad_evals=bad)
             return state, patience_over
         state = state._replace(bad_evals=state.bad_evals + 1)
         return state, patience_over or (evaluation.patience is not None and int(state.bad_evals) >= evaluation.patience)
