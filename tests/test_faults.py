@@ -249,17 +249,21 @@ CORRUPTIONS = {
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
 def test_a_damaged_newest_checkpoint_is_reported_and_the_run_falls_back(tmp_path, uninterrupted, corruption):
     directory = tmp_path / "run"
-    faulty_fit.run(directory, steps=12)  # checkpoints 5, 10, 12
-    CORRUPTIONS[corruption](directory / "step_12")
+    faulty_fit.run(directory, steps=10)  # checkpoints 5 and 10
+    CORRUPTIONS[corruption](directory / "step_10")
     records = []
-    resumed = faulty_fit.run(directory, on_log=records.append)
+    resumed = faulty_fit.run(directory, on_log=records.append)  # writes step 10 again on its way
     events = [(r["event"], r["message"]) for r in records if "event" in r]
-    assert [e for e, _ in events] == ["damaged", "resume"], events
-    assert events[0][1].startswith(f"checkpoint {directory.absolute()}/step_12 is damaged (")
+    damaged, aside = directory.absolute() / "step_10", directory.absolute() / "damaged.step_10"
+    assert events == [
+        ("damaged", events[0][1]),
+        ("damaged", f"moved the damaged {damaged} aside to {aside}; the run writes step 10 anew"),
+        ("resume", f"resuming from step 5 of 24 (checkpoint {directory.absolute()}/step_5)"),
+    ]
+    assert events[0][1].startswith(f"checkpoint {damaged} is damaged (")
     assert events[0][1].endswith("falling back to an older one") and "\n" not in events[0][1]
-    assert events[1][1].startswith("resuming from step 10 of 24")
     chex.assert_trees_all_equal(resumed.last_params, uninterrupted.last_params)
-    assert resumed.history == uninterrupted.history
+    assert resumed.history == uninterrupted.history and aside.is_dir()
 
 
 def test_no_checkpoint_that_verifies_stops_with_one_line_naming_them(tmp_path):

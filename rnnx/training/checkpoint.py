@@ -167,8 +167,16 @@ def manager(directory, *, max_to_keep: int | None = None, read_only: bool = Fals
         read_only=read_only,
         create=not read_only,
         enable_async_checkpointing=False,
+        save_interval_steps=0 if read_only else 1,  # what orbax sets itself for read_only, with a warning
     )
-    return ocp.CheckpointManager(pathlib.Path(directory).absolute(), options=options, item_names=_ITEMS)
+    absl = logging.getLogger("absl")
+    level = absl.level
+    if read_only:  # orbax warns that the directory is read only: asked for, so no news
+        absl.setLevel(logging.ERROR)
+    try:
+        return ocp.CheckpointManager(pathlib.Path(directory).absolute(), options=options, item_names=_ITEMS)
+    finally:
+        absl.setLevel(level)
 
 
 def save_step(manager: "ocp.CheckpointManager", step: int, state, *, net=None, extra: dict | None = None) -> None:

@@ -289,6 +289,7 @@ def fit(
         extra = {}
         if found is not None:
             step, state, extra = found
+            _set_aside_damaged(manager, step, lead, run.warn("damaged"))
             done = step >= steps or extra.get("stopped", False)
             run.saved = directory / f"step_{step}"
             message = f"step {step} of {steps} (checkpoint {run.saved})"
@@ -538,6 +539,28 @@ def _batches(batches, start: int) -> Iterator[tuple]:
         current = first if epoch == 0 else batches(epoch)
         yield from ((epoch, i, current[i]) for i in range(index, per_epoch))
         epoch, index = epoch + 1, 0
+
+
+def _set_aside_damaged(manager, step: int, lead: bool, note: Callable[[str], None]) -> None:
+    """Rename the checkpoints newer than ``step`` (damaged ones that were passed over) to ``damaged.step_<n>``,
+    which orbax does not take for a step: the run writes those steps anew, and the damaged data is kept for
+    a look."""
+    directory = pathlib.Path(manager.directory)
+    damaged = [s for s in manager.all_steps() if s > step]
+    if lead:
+        for newer in damaged:
+            source, target = directory / f"step_{newer}", directory / f"damaged.step_{newer}"
+            suffix = 1
+            while target.exists():
+                target, suffix = directory / f"damaged.step_{newer}.{suffix}", suffix + 1
+            source.rename(target)
+            note(f"moved the damaged {source} aside to {target}; the run writes step {newer} anew")
+    if damaged:
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("rnnx: damaged checkpoints set aside")
+        manager.reload()
 
 
 def _pending(extra: dict) -> dict:
