@@ -369,3 +369,14 @@ def test_cli_resume_says_so_and_keeps_each_record_once_and_a_finished_run_keeps_
     resumed, reference = (json.loads((d / "results.json").read_text()) for d in (cut, whole))
     assert resumed["history"] == reference["history"]  # the whole run's, not only what ran after the resume
     assert resumed["test_bits_per_char"] == reference["test_bits_per_char"]  # bit for bit
+
+
+def test_pruning_keeps_the_newest_checkpoints_and_the_best_one(tmp_path):
+    loss_fn, batches, params = faulty_fit.problem()
+    scores = iter([3.0, 1.0, 2.0, 2.5])  # the best evaluation is the second, at step 10
+    evaluation = train.Evaluation(lambda p: {"loss": next(scores)}, every=5)
+    hooks = train.Checkpoints(tmp_path / "run", every=5, max_to_keep=1)
+    train.fit(loss_fn, params, batches, steps=20, evaluation=evaluation, checkpoints=hooks)
+    assert _steps(tmp_path / "run") == [10, 20]
+    with checkpoint.manager(tmp_path / "run", read_only=True) as manager:
+        assert checkpoint.read_extra(manager, 20)["best_step"] == 10
