@@ -14,6 +14,7 @@ import rnnx
 from rnnx import training as train
 from rnnx.apps import baselines, corpora, data, models
 from rnnx.training import losses, metrics
+from tests.faulty_fit import problem  # a linear regression over fixed batches, deterministic per epoch
 
 
 def test_masked_cross_entropy_and_perplexity_equal_a_hand_computation():
@@ -60,25 +61,8 @@ def test_the_step_clips_with_optax_and_reports_norms_before_and_after():
     assert set(unclipped.update(unclipped.init(params), grads, jax.random.key(0))[1]) == {"loss", "grad_norm", "finite"}
 
 
-def _toy_problem():
-    """A linear regression with a fixed stream of batches: fast, and deterministic per epoch."""
-    xs = jax.random.normal(jax.random.key(0), (8, 16, 3))
-    ys = xs @ jnp.array([1.0, -2.0, 0.5])
-
-    def loss_fn(params, batch, key):
-        del key
-        x, y = batch
-        return jnp.mean((x @ params["w"] + params["b"] - y) ** 2), {}
-
-    def batches(epoch):
-        order = np.random.default_rng((0, epoch)).permutation(8)
-        return [(xs[i], ys[i]) for i in order]
-
-    return loss_fn, batches, {"w": jnp.zeros(3), "b": jnp.zeros(())}
-
-
 def test_train_step_compiles_once_per_batch_shape():
-    loss_fn, batches, params = _toy_problem()
+    loss_fn, batches, params = problem()
     counted = chex.assert_max_traces(loss_fn, n=1)
     step = train.make_train_step(counted, train.default_optimizer())
     state = step.init(params)
@@ -90,7 +74,7 @@ def test_train_step_compiles_once_per_batch_shape():
 
 
 def test_fit_compiles_its_step_once_and_reports_through_on_log(tmp_path):
-    loss_fn, batches, params = _toy_problem()
+    loss_fn, batches, params = problem()
     records = []
     result = train.fit(
         chex.assert_max_traces(loss_fn, n=1),
@@ -131,7 +115,7 @@ def test_fit_compiles_its_step_once_and_reports_through_on_log(tmp_path):
 
 
 def test_fit_takes_an_iterable_of_batches_and_resumes_it_bit_exactly(tmp_path):
-    loss_fn, batches, params = _toy_problem()
+    loss_fn, batches, params = problem()
     stream = [b for epoch in range(3) for b in batches(epoch)]  # 24 batches: the epochs end to end
     by_epoch = train.fit(loss_fn, params, batches, steps=20)
     whole = train.fit(loss_fn, params, iter(stream), steps=20)
@@ -155,7 +139,7 @@ def test_learning_rate_schedules():
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
 def test_resumed_fit_ends_with_the_same_params_as_an_uninterrupted_one(tmp_path, schedule):
-    loss_fn, batches, params = _toy_problem()
+    loss_fn, batches, params = problem()
     evaluate = lambda p: {"loss": float(loss_fn(p, batches(0)[0], None)[0])}  # noqa: E731
     learning_rate = train.learning_rate_schedule(schedule, 0.05, 30)  # cosine: resuming must continue its count
     kwargs = dict(
@@ -174,7 +158,7 @@ def test_resumed_fit_ends_with_the_same_params_as_an_uninterrupted_one(tmp_path,
 
 
 def test_early_stopping_keeps_the_best_params():
-    loss_fn, batches, params = _toy_problem()
+    loss_fn, batches, params = problem()
     scores = iter([3.0, 1.0, 2.0, 2.5, 0.5])
     seen = []
 
