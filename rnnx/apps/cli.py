@@ -187,16 +187,9 @@ def _train_config(args):
     paths = local_files(cfg.dataset)
     if paths is not None:
         check_files(paths)
-    for note in config.warnings(cfg) if _lead() else ():
+    for note in config.warnings(cfg) if distributed.is_lead() else ():
         print(f"rnnx train: warning: {note}", file=sys.stderr)
     return cfg
-
-
-def _lead() -> bool:
-    """Whether this is process 0, the one that prints (every process of a job prints its errors)."""
-    import jax
-
-    return jax.process_index() == 0
 
 
 def _train(args) -> dict:
@@ -204,7 +197,7 @@ def _train(args) -> dict:
     _join(args)  # before any other JAX computation
     cfg = _train_config(args)
     mesh = _mesh(devices, cfg.batch_size)  # before any data is read
-    lead = _lead()
+    lead = distributed.is_lead()
     from rnnx.apps import experiments
     from rnnx.apps.console import progress_bar, say
     from rnnx.training import NonFiniteError

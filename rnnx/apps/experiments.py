@@ -76,8 +76,8 @@ def _prepare(run_dir, config) -> Path:
                 f"{run_dir} holds checkpoints of a run with other settings, {changed} (saved, now); it would "
                 f"resume from them. Pass another --run-dir, or delete {run_dir}, to start afresh"
             )
-    _all_processes_here("rnnx: run directory read")  # each read it before process 0 writes to it
-    if _lead():
+    distributed.barrier("rnnx: run directory read")  # each read it before process 0 writes to it
+    if distributed.is_lead():
         run_dir.mkdir(parents=True, exist_ok=True)
         saved_path.write_text(json.dumps(settings, indent=1))
     return run_dir
@@ -117,18 +117,6 @@ def _latest_step(directory: Path) -> int | None:
 # With a ``mesh`` over the devices of several processes, every process runs the whole experiment (``fit``'s
 # steps and orbax's saves are collective, and the same work keeps them in step up to their exit), feeding
 # only its slice of each global batch; process 0 alone writes the run's files and says anything.
-
-
-def _lead() -> bool:
-    return jax.process_index() == 0
-
-
-def _all_processes_here(name: str) -> None:
-    """A barrier across the job's processes (nothing with one)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
 
 
 def _lanes(batch_size: int, mesh) -> slice:
@@ -261,7 +249,7 @@ def train_classifier(
     files and calls ``on_log`` and ``say``.
     """
     validate(cfg)
-    say = say if _lead() else _quiet
+    say = say if distributed.is_lead() else _quiet
     ds, labels, groups, names = _load_classification(cfg)
     if cfg.test_size >= len(labels):
         raise ConfigError(
@@ -277,7 +265,7 @@ def train_classifier(
     if (finished := _finished(run_dir, cfg, say)) is not None:
         return finished
     vocab = data.Vocab.build(ds.select(fit_rows)[cfg.text_column], min_freq=cfg.min_freq, max_size=cfg.max_vocab)
-    if _lead():
+    if distributed.is_lead():
         vocab.save(run_dir / "vocab.json")
     ids = data.encode(ds, vocab, text_column=cfg.text_column, max_length=cfg.max_length)["ids"]
     # Whether one movie (or other group) sits on both sides, also when the split ignores the groups.
@@ -343,7 +331,7 @@ def train_classifier(
         seed=cfg.seed,
         evaluation=train.Evaluation(evaluate, cfg.eval_every, monitor="accuracy", mode="max", patience=cfg.patience),
         checkpoints=_checkpoints(run_dir, cfg, model.net),
-        on_log=_log_to(run_dir, on_log) if _lead() else _quiet,
+        on_log=_log_to(run_dir, on_log) if distributed.is_lead() else _quiet,
         on_nonfinite=cfg.on_nonfinite,
         mesh=mesh,
     )
@@ -376,7 +364,7 @@ def train_classifier(
         "train_seconds": round(seconds, 1),
         "history": result.history,
     }
-    if _lead():
+    if distributed.is_lead():
         (run_dir / "results.json").write_text(json.dumps(out, indent=1))
     return out
 
@@ -471,7 +459,7 @@ def train_language_model(
     only its lanes of the training stream (and their carry), together the one-process run's lanes.
     """
     validate(cfg)
-    say = say if _lead() else _quiet
+    say = say if distributed.is_lead() else _quiet
     train_text, val_text, test_text = _load_text(cfg)
     val_text = val_text[: cfg.eval_chars]  # evaluated often; the test text is scored once, whole
     _check_text_lengths(cfg, train_text, val_text, test_text)
@@ -479,7 +467,7 @@ def train_language_model(
     if (finished := _finished(run_dir, cfg, say)) is not None:
         return finished
     vocab = data.Vocab.build([train_text], level="char")
-    if _lead():
+    if distributed.is_lead():
         vocab.save(run_dir / "vocab.json")
     encode = lambda text: np.asarray(vocab.encode(text), np.int32)  # noqa: E731
     train_ids, val_ids, test_ids = encode(train_text), encode(val_text), encode(test_text)
@@ -510,7 +498,7 @@ def train_language_model(
         initial_carry=carry,
         evaluation=train.Evaluation(evaluate, cfg.eval_every, monitor="bits_per_char", patience=cfg.patience),
         checkpoints=_checkpoints(run_dir, cfg, model.net),
-        on_log=_log_to(run_dir, on_log) if _lead() else _quiet,
+        on_log=_log_to(run_dir, on_log) if distributed.is_lead() else _quiet,
         on_nonfinite=cfg.on_nonfinite,
         mesh=mesh,
     )
@@ -545,8 +533,10 @@ def train_language_model(
         "sample": {"prompt": prompt, "temperature": 0.8, "text": vocab.decode(generated)},
         "history": result.history,
     }
-    out["plot"] = _plot_losses(run_dir, out, say) if _lead() else None  # it reads process 0's metrics.jsonl
-    if _lead():
+    out["plot"] = (
+        _plot_losses(run_dir, out, say) if distributed.is_lead() else None
+    )  # it reads process 0's metrics.jsonl
+    if distributed.is_lead():
         (run_dir / "results.json").write_text(json.dumps(out, indent=1))
     return out
 

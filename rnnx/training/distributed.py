@@ -109,6 +109,20 @@ def process_shard(n_examples: int, *, index: int | None = None, count: int | Non
     return range(index * n_examples // count, (index + 1) * n_examples // count)
 
 
+def is_lead() -> bool:
+    """Whether this is process 0 of the job: the one that prints, writes run files and holds locks."""
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Wait until every process of the job reaches this point (``name`` tells the barriers apart); nothing
+    with one process."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def _integer(value, name: str, variable: str) -> int | None:
     if value is not None:
         return value
@@ -123,6 +137,8 @@ def _integer(value, name: str, variable: str) -> int | None:
 
 __all__ = [
     "ENVIRONMENT",
+    "barrier",
     "initialize",
+    "is_lead",
     "process_shard",
 ]

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnnx.training import checkpoint
+from rnnx.training import checkpoint, distributed
 
 SCHEDULES = ("constant", "cosine")
 
@@ -102,8 +102,7 @@ def make_train_step(
             norms["clipped_grad_norm"] = jnp.minimum(grad_norm, clip_norm)
         # The update too, element by element (its norm may overflow while every element is finite): a NaN
         # learning rate makes a NaN update from a finite gradient.
-        finite_update = jax.tree.reduce(jnp.logical_and, jax.tree.map(lambda u: jnp.isfinite(u).all(), updates), True)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & finite_update
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(updates)
         updated = (optax.apply_updates(state.params, updates), opt_state, jax.lax.stop_gradient(carry))
         kept = (state.params, state.opt_state, state.carry)
         params, opt_state, carry = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, kept)
@@ -280,7 +279,7 @@ def fit(
         return run(state)
     directory = pathlib.Path(checkpoints.directory).absolute()
     run.checkpointing = True
-    lead = jax.process_index() == 0  # one lock per job, held by its first process
+    lead = distributed.is_lead()  # one lock per job, held by its first process
     with (
         checkpoint.lock(directory, on_stale=run.warn("stale_lock")) if lead else contextlib.nullcontext(),
         checkpoint.manager(directory) as manager,
@@ -385,14 +384,11 @@ class _Run:
     saved: pathlib.Path | None = None  # the last checkpoint written or restored
     checkpointing: bool = False
 
-    def note(self, event: str, message: str, step: int | None = None) -> None:
-        _emit(self.on_log, {"step": step, "event": event, "message": message})
-
     def warn(self, event: str) -> Callable[[str], None]:
         """A callback for a note that must not pass unseen: a record with ``on_log``, else a warning."""
         if self.on_log is None:
             return lambda message: warnings.warn(message, stacklevel=4)
-        return lambda message: self.note(event, message)
+        return lambda message: _emit(self.on_log, {"step": None, "event": event, "message": message})
 
     def __call__(self, state: FitState, extra: dict | None = None, *, save=None, save_every=None) -> FitResult:
         extra = extra or {}
@@ -402,10 +398,9 @@ class _Run:
         if extra.get("pending_evaluation"):  # the checkpoint was written just before an evaluation
             state, patience_over = self.evaluate(state, step)
             stop = stop or patience_over
-        stream = _batches(self.batches, step)
+        base_key, stream = jax.random.key(self.seed), _batches(self.batches, step)
         item = next(stream, None) if step < self.steps and not stop else None
-        pending = []  # (step, metrics) since the last record; the first `checked` of them verified finite
-        checked = 0
+        pending, flags = [], []  # (step, metrics) since the last record; the finite flags read of them so far
         while item is not None:
             epoch, index, batch = item
             train = state.train
@@ -413,7 +408,7 @@ class _Run:
                 train = train._replace(carry=self.initial_carry)
             if self.place is not None:  # as each batch is taken: a resumed run does not copy the skipped ones
                 batch = self.place.batch(batch)
-            train, metrics = self.train_step.update(train, batch, jax.random.fold_in(jax.random.key(self.seed), step))
+            train, metrics = self.train_step.update(train, batch, jax.random.fold_in(base_key, step))
             state, step = state._replace(train=train), step + 1
             pending.append((step, metrics))
             item = next(stream, None) if step < self.steps else None  # looked ahead, so the last step is known
@@ -422,15 +417,14 @@ class _Run:
             evaluate_due = self.evaluation is not None and (step % self.evaluation.every == 0 or last)
             save_due = save is not None and ((save_every and step % save_every == 0) or last)
             if log_due or evaluate_due or save_due:
-                checked = self.check(pending, checked)
+                self.check(pending, flags)
             if log_due:
-                record = {"step": step, **({} if epoch is None else {"epoch": epoch}), **self.mean(pending)}
+                record = {"step": step, **({} if epoch is None else {"epoch": epoch}), **self.mean(pending, flags)}
                 stop = _emit(self.on_log, record) or stop
-                pending, checked = [], 0
+                pending, flags = [], []
             evaluate_due = evaluate_due or (self.evaluation is not None and stop)
-            if save is not None and (
-                save_due or evaluate_due or stop
-            ):  # before evaluating: a crash there loses nothing
+            # Saved before evaluating: a crash there loses nothing.
+            if save is not None and (save_due or evaluate_due or stop):
                 self.saved = save(_checked_finite(state, step), self.extra(evaluate_due, stop))
             if evaluate_due:
                 state, patience_over = self.evaluate(state, step)
@@ -452,17 +446,18 @@ class _Run:
             "skipped": self.skipped,
         }
 
-    def check(self, pending: list, checked: int) -> int:
-        """Count the unchecked steps of ``pending`` whose update was dropped; raise as the policy says."""
-        if checked == len(pending):
-            return checked
-        flags = np.asarray(jnp.stack([m["finite"] for _, m in pending[checked:]]))  # one transfer
-        for (step, metrics), finite in zip(pending[checked:], flags):
+    def check(self, pending: list, flags: list) -> None:
+        """Read the finite flags of the steps of ``pending`` past ``flags`` (appended to it), count the
+        dropped updates and raise as the policy says."""
+        if len(flags) == len(pending):
+            return
+        new = np.asarray(jnp.stack([m["finite"] for _, m in pending[len(flags) :]]))  # one transfer
+        for (step, metrics), finite in zip(pending[len(flags) :], new):
             self.consecutive = 0 if finite else self.consecutive + 1
             self.skipped += int(not finite)
             if not finite and (self.on_nonfinite == "raise" or self.consecutive >= MAX_CONSECUTIVE_SKIPS):
                 raise self.nonfinite_step(step, metrics)
-        return len(pending)
+        flags.extend(bool(f) for f in new)
 
     def nonfinite_step(self, step: int, metrics: dict) -> NonFiniteError:
         loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
@@ -489,9 +484,9 @@ class _Run:
             return f"The last good checkpoint is {self.saved}"
         return "No checkpoint was written yet" if self.checkpointing else "Checkpoints are off: nothing was saved"
 
-    def mean(self, pending: list) -> dict:
-        """The mean of each metric over the steps with a finite loss and gradient."""
-        flags = [bool(m["finite"]) for _, m in pending]
+    def mean(self, pending: list, flags: list) -> dict:
+        """The mean of each metric over the steps with a finite loss and gradient (``flags``, read by
+        :meth:`check`)."""
         kept = [m for (_, m), ok in zip(pending, flags) if ok]
         names = [k for k in pending[0][1] if k != "finite"]
         means = {k: float(jnp.mean(jnp.stack([m[k] for m in kept]))) if kept else math.nan for k in names}
@@ -556,10 +551,7 @@ def _set_aside_damaged(manager, step: int, lead: bool, note: Callable[[str], Non
             source.rename(target)
             note(f"moved the damaged {source} aside to {target}; the run writes step {newer} anew")
     if damaged:
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices("rnnx: damaged checkpoints set aside")
+        distributed.barrier("rnnx: damaged checkpoints set aside")
         manager.reload()
 
 
@@ -567,10 +559,15 @@ def _pending(extra: dict) -> dict:
     return {"pending_evaluation": bool(extra.get("pending_evaluation"))}
 
 
+def _all_finite(tree) -> jax.Array:
+    """() bool: whether every element of every array in ``tree`` is finite."""
+    return jax.tree.reduce(jnp.logical_and, jax.tree.map(lambda x: jnp.isfinite(x).all(), tree), jnp.array(True))
+
+
 def _checked_finite(state: FitState, step: int) -> FitState:
     """``state``, after checking that its params are finite: a checkpoint never holds a non-finite value.
     (The train step never applies a non-finite update, so only non-finite initial params fail here.)"""
-    if not bool(jax.tree.reduce(jnp.logical_and, jax.tree.map(lambda x: jnp.isfinite(x).all(), state.train.params))):
+    if not bool(_all_finite(state.train.params)):
         raise NonFiniteError(
             f"the params hold non-finite values at step {step}; no checkpoint was written",
             step=step,
