@@ -11,6 +11,7 @@
 from rnnx import core as core
 from rnnx import diagnostics as diagnostics
 from rnnx import interop as interop
+from rnnx import nnx_state as _nnx_state
 from rnnx import training as training
 from rnnx.core import CELLS as CELLS
 from rnnx.core import Cell as Cell
@@ -31,6 +32,10 @@ from rnnx.core import torch_init as torch_init
 from rnnx.core import unroll as unroll
 
 __version__ = "0.1.0"
+
+# rnnx.training builds on the core only, so flax.nnx objects reach its checkpoints through this converter,
+# registered here, above both layers.
+training.checkpoint.register_state_converter(_nnx_state.CONVERTER)
 
 
 def __getattr__(name):

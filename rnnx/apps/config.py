@@ -10,7 +10,7 @@ import math
 
 from rnnx.apps.data import SPECIALS
 from rnnx.core import CELLS
-from rnnx.training.loop import NONFINITE_POLICIES, SCHEDULES
+from rnnx.training import NONFINITE_POLICIES, SCHEDULES
 
 CLASSIFICATION_SETS = ("trec", "trec-fine", "rotten_tomatoes")
 PRETRAINED = ("none", "glove50")

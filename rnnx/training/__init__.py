@@ -2,9 +2,13 @@
 
 - :mod:`rnnx.training.losses`: cross-entropy for language models, binary cross-entropy for classifiers;
 - :mod:`rnnx.training.metrics`: accuracy, perplexity, bits per token;
-- :mod:`rnnx.training.loop`: the default optimiser, the train state and jitted step, :func:`fit` and its
-  :class:`NonFiniteError`;
-- :mod:`rnnx.training.checkpoint`: save and restore with an architecture record, and step directories.
+- :mod:`rnnx.training.step`: the default optimiser, the learning-rate schedules and the jitted train step;
+- :mod:`rnnx.training.fitting`: :func:`fit`, which runs :mod:`rnnx.training.loop` (the steps, records,
+  evaluations) with the hooks and result of :mod:`rnnx.training.hooks`, placed by
+  :mod:`rnnx.training.placement` on a data-parallel mesh;
+- :mod:`rnnx.training.checkpoint`: save and restore with an architecture record, and step directories
+  (the record in :mod:`rnnx.training.checkpoint_record`, the lock in :mod:`rnnx.training.run_lock`);
+- :mod:`rnnx.training.distributed`: several processes as one JAX job.
 
 Builds on :mod:`rnnx.core` only; nothing here prints.
 """
@@ -13,22 +17,22 @@ from rnnx.training import checkpoint as checkpoint
 from rnnx.training import distributed as distributed
 from rnnx.training import losses as losses
 from rnnx.training import metrics as metrics
-from rnnx.training.loop import MAX_CONSECUTIVE_SKIPS as MAX_CONSECUTIVE_SKIPS
-from rnnx.training.loop import NONFINITE_POLICIES as NONFINITE_POLICIES
-from rnnx.training.loop import SCHEDULES as SCHEDULES
-from rnnx.training.loop import Checkpoints as Checkpoints
-from rnnx.training.loop import Evaluation as Evaluation
-from rnnx.training.loop import FitResult as FitResult
+from rnnx.training.fitting import fit as fit
+from rnnx.training.hooks import MAX_CONSECUTIVE_SKIPS as MAX_CONSECUTIVE_SKIPS
+from rnnx.training.hooks import NONFINITE_POLICIES as NONFINITE_POLICIES
+from rnnx.training.hooks import Checkpoints as Checkpoints
+from rnnx.training.hooks import Evaluation as Evaluation
+from rnnx.training.hooks import FitResult as FitResult
+from rnnx.training.hooks import NonFiniteError as NonFiniteError
+from rnnx.training.hooks import jsonl_log as jsonl_log
 from rnnx.training.loop import FitState as FitState
-from rnnx.training.loop import NonFiniteError as NonFiniteError
-from rnnx.training.loop import TrainState as TrainState
-from rnnx.training.loop import TrainStep as TrainStep
-from rnnx.training.loop import default_optimizer as default_optimizer
-from rnnx.training.loop import fit as fit
 from rnnx.training.loop import initial_state as initial_state
-from rnnx.training.loop import jsonl_log as jsonl_log
-from rnnx.training.loop import learning_rate_schedule as learning_rate_schedule
-from rnnx.training.loop import make_train_step as make_train_step
+from rnnx.training.step import SCHEDULES as SCHEDULES
+from rnnx.training.step import TrainState as TrainState
+from rnnx.training.step import TrainStep as TrainStep
+from rnnx.training.step import default_optimizer as default_optimizer
+from rnnx.training.step import learning_rate_schedule as learning_rate_schedule
+from rnnx.training.step import make_train_step as make_train_step
 
 __all__ = [
     "MAX_CONSECUTIVE_SKIPS",

@@ -1,0 +1,182 @@
+"""Training with :func:`fit`: the arguments checked, the train step built once and placed, and the loop run
+from the newest checkpoint that verifies, saving and pruning as it goes.
+
+Nothing here prints. :func:`fit` reports through ``on_log(record)``: progress bars and summaries belong to
+the caller (``rnnx.apps``, the examples), and :func:`rnnx.training.jsonl_log` writes the records to a file.
+The loss function's signature is described in :mod:`rnnx.training.step`.
+"""
+
+import contextlib
+import pathlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import jax
+import optax
+
+from rnnx.training import checkpoint, distributed
+from rnnx.training.hooks import NONFINITE_POLICIES, Checkpoints, Evaluation, FitResult
+from rnnx.training.loop import FitState, Loop, emit, initial_state
+from rnnx.training.placement import Placement
+from rnnx.training.step import default_optimizer, make_train_step
+
+
+def fit(
+    loss_fn: Callable,
+    params,
+    batches: Callable[[int], Sequence] | Iterable,
+    *,
+    steps: int,
+    optimizer: optax.GradientTransformation | None = None,
+    clip_norm: float | None = 1.0,
+    seed: int = 0,
+    initial_carry=None,
+    evaluation: Evaluation | None = None,
+    checkpoints: Checkpoints | None = None,
+    log_every: int = 20,
+    on_log: Callable[[dict], Any] | None = None,
+    on_nonfinite: str = "raise",
+    mesh: jax.sharding.Mesh | None = None,
+) -> FitResult:
+    """Train for ``steps`` updates, resuming from the newest checkpoint in ``checkpoints.directory`` that
+    verifies.
+
+    Args:
+      loss_fn: see :mod:`rnnx.training.step`.
+      params: the initial params.
+      batches: ``epoch -> sequence of batches``, deterministic for a given epoch (e.g. shuffled with
+        ``(seed, epoch)``), so that a resumed run sees exactly the batches the uninterrupted run would; a
+        stateful loss starts every epoch from ``initial_carry``. Or any iterable of batches: step ``s`` takes
+        its ``s``-th item (a resumed run skips the ones already trained on), and training ends early if it
+        runs out.
+      steps: the number of updates.
+      optimizer: default :func:`rnnx.training.default_optimizer` (Adam 3e-4).
+      clip_norm: the global gradient-norm bound in front of ``optimizer`` (None: no clipping).
+      seed: the PRNG seed; step ``s`` uses ``jax.random.fold_in(key(seed), s)``.
+      initial_carry: for a stateful ``loss_fn``: the carry at the start (and of every epoch).
+      evaluation: an :class:`Evaluation` hook, for the best params and early stopping.
+      checkpoints: a :class:`Checkpoints` hook, for resumable runs. A checkpoint is written before each
+        evaluation, so a crash in evaluation loses no update; one evaluation pending when a run stopped is
+        done first on resume. Each array's checksum is verified on resume: a damaged newest checkpoint is
+        reported (an ``"event": "damaged"`` record) and the newest one that verifies is used; if none does,
+        :class:`rnnx.training.checkpoint.CheckpointError`. A lock file (``rnnx.lock``) refuses a second
+        writer while the first lives; a dead writer's lock is taken over.
+      log_every: steps between training records.
+      on_log: called with each record: every ``log_every`` steps and at the last, ``{"time", "step",
+        "epoch" (``epoch -> batches`` only), "loss", "grad_norm", "clipped_grad_norm" (with clipping), and the
+        loss function's metrics}``, each the mean since the previous record over the steps whose loss and
+        gradient were finite (with ``"skipped"``, the count of the others, under ``"skip_update"``); after
+        each evaluation, ``{"time", "step", "eval": {name: value}}``; and notes, ``{"time", "step", "event",
+        "message"}`` with ``event`` one of ``"resume"``, ``"finished"`` (both with ``"pending_evaluation"``:
+        whether the checkpoint's own evaluation is done again), ``"damaged"``, ``"stale_lock"`` (without
+        ``on_log``, the last two are ``warnings``). A true return value from a training record
+        stops training after this step, which is then checkpointed and evaluated as the last.
+      on_nonfinite: what a step with a non-finite loss or gradient norm does (its update is never applied,
+        see :func:`rnnx.training.make_train_step`): ``"raise"`` stops with :class:`NonFiniteError` at the next record,
+        checkpoint or evaluation, whichever comes first (the flags stay on the device until then, so there is
+        no host sync per step); ``"skip_update"`` drops the update, counts it (``FitResult.skipped``, the
+        records' ``"skipped"``) and goes on, stopping with :class:`NonFiniteError` after
+        ``MAX_CONSECUTIVE_SKIPS`` skips in a row. A non-finite monitored evaluation always raises: a diverged
+        model is never kept as the best, and the initial params are never returned as a result.
+      mesh: data-parallel training over the mesh axis ``"data"``: every batch leaf (and a stateful loss's
+        carry) is split along its leading batch axis with ``NamedSharding(mesh, P("data"))``; params,
+        optimiser state and the best params are replicated (``P()``). ``jit`` partitions the step, so XLA
+        inserts the gradient all-reduce; the result equals the one-device run to float32 round-off (the
+        order of the sums differs). A batch size that does not divide over the axis is refused with a
+        ``ValueError``. Checkpoints hold the global arrays, so they restore on any mesh or on one device.
+        ``evaluation.evaluate`` receives the replicated params, unchanged. Across processes (after
+        :func:`rnnx.training.distributed.initialize`, with a mesh over ``jax.devices()`` of all of them)
+        every process calls ``fit`` with the same arguments except the data: its batches and
+        ``initial_carry`` are its own slice of the global batch (e.g. the examples of
+        :func:`rnnx.training.distributed.process_shard`), all of the same size, and it must take as many
+        batches per epoch as the others. The global batch is the processes' slices in mesh order.
+
+    Raises:
+      NonFiniteError: see ``on_nonfinite``; nothing non-finite was saved, and the last checkpoint is intact.
+      rnnx.training.checkpoint.CheckpointError: no checkpoint verifies, or another live process holds the
+        directory's lock.
+    """
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, received {steps!r}")
+    if evaluation is not None and evaluation.mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', received {evaluation.mode!r}")
+    if on_nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, received {on_nonfinite!r}")
+    train_step = make_train_step(loss_fn, default_optimizer() if optimizer is None else optimizer, clip_norm=clip_norm)
+    place = Placement(mesh) if mesh is not None else None
+    if place is not None:
+        initial_carry = place.batch(initial_carry, "initial_carry")
+    state = initial_state(train_step, params, initial_carry)
+    if place is not None:  # the scalars too: every argument of the step then lives on the mesh
+        state = place.state(state)
+    loop = Loop(
+        train_step,
+        batches=batches,
+        place=place,
+        steps=steps,
+        seed=seed,
+        initial_carry=initial_carry,
+        evaluation=evaluation,
+        log_every=log_every,
+        on_log=on_log,
+        on_nonfinite=on_nonfinite,
+    )
+    if checkpoints is None:
+        return loop(state)
+    directory = pathlib.Path(checkpoints.directory).absolute()
+    loop.checkpointing = True
+    lead = distributed.is_lead()  # one lock per job, held by its first process
+    with (
+        checkpoint.lock(directory, on_stale=loop.warn("stale_lock")) if lead else contextlib.nullcontext(),
+        checkpoint.manager(directory) as manager,
+    ):
+        found = checkpoint.restore_latest(manager, state, net=checkpoints.net, on_damaged=loop.warn("damaged"))
+        extra = {}
+        if found is not None:
+            step, state, extra = found
+            _set_aside_damaged(manager, step, lead, loop.warn("damaged"))
+            done = step >= steps or extra.get("stopped", False)
+            loop.saved = directory / f"step_{step}"
+            message = f"step {step} of {steps} (checkpoint {loop.saved})"
+            event, message = (
+                ("finished", f"already finished at {message}") if done else ("resume", f"resuming from {message}")
+            )
+            emit(on_log, {"step": step, "event": event, "message": message, **_pending(extra)})
+
+        def save(state: FitState, extra: dict, replace: bool = False) -> pathlib.Path:
+            step = int(state.train.step)
+            if replace:  # a crash before the new one is complete resumes from the one before: nothing lost
+                manager.delete(step)
+            checkpoint.save_step(manager, step, state, net=checkpoints.net, extra=extra)
+            if checkpoints.max_to_keep is not None:
+                protect = () if extra["best_step"] is None else (extra["best_step"],)
+                checkpoint.prune(manager, keep=checkpoints.max_to_keep, protect=protect)
+            return directory / f"step_{step}"
+
+        return loop(state, extra, save=save, save_every=checkpoints.every)
+
+
+def _set_aside_damaged(manager, step: int, lead: bool, note: Callable[[str], None]) -> None:
+    """Rename the checkpoints newer than ``step`` (damaged ones that were passed over) to ``damaged.step_<n>``,
+    which orbax does not take for a step: the run writes those steps anew, and the damaged data is kept for
+    a look."""
+    directory = pathlib.Path(manager.directory)
+    damaged = [s for s in manager.all_steps() if s > step]
+    if lead:
+        for newer in damaged:
+            source, target = directory / f"step_{newer}", directory / f"damaged.step_{newer}"
+            suffix = 1
+            while target.exists():
+                target, suffix = directory / f"damaged.step_{newer}.{suffix}", suffix + 1
+            source.rename(target)
+            note(f"moved the damaged {source} aside to {target}; the run writes step {newer} anew")
+    if damaged:
+        distributed.barrier("rnnx: damaged checkpoints set aside")
+        manager.reload()
+
+
+def _pending(extra: dict) -> dict:
+    return {"pending_evaluation": bool(extra.get("pending_evaluation"))}
+
+
+__all__ = ["fit"]

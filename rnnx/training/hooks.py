@@ -1,0 +1,77 @@
+"""What :func:`rnnx.training.fit` takes besides the loss and the data, and what it gives back: its evaluation
+and checkpoint hooks, its result, its error for non-finite values, and a writer for its records.
+"""
+
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+NONFINITE_POLICIES = ("raise", "skip_update")
+MAX_CONSECUTIVE_SKIPS = 25  # with on_nonfinite="skip_update": a run that cannot take a finite step stops
+
+
+class Evaluation(NamedTuple):
+    """:func:`rnnx.training.fit`'s evaluation hook: ``evaluate(params) -> dict of floats`` every ``every``
+    steps and at the end; the best params by ``monitor`` (``mode`` ``"min"`` or ``"max"``) are kept, and
+    training stops after ``patience`` evaluations without improvement (None: never)."""
+
+    evaluate: Callable[[Any], dict]
+    every: int = 200
+    monitor: str = "loss"
+    mode: str = "min"
+    patience: int | None = None
+
+
+class Checkpoints(NamedTuple):
+    """:func:`rnnx.training.fit`'s checkpoint hook: ``directory/step_<n>`` every ``every`` steps, before
+    every evaluation and at the end (``every`` None: only those), keeping the newest ``max_to_keep`` plus the
+    one taken at the best evaluation (None: all); ``net``, the :class:`rnnx.Stack` inside the params, is
+    recorded and checked on resume."""
+
+    directory: Any
+    every: int | None = 500
+    max_to_keep: int | None = 3
+    net: Any = None
+
+
+class NonFiniteError(FloatingPointError):
+    """Training met a non-finite loss, gradient norm or evaluation. The message is one line: the step, the
+    quantity, the last good checkpoint and a hint. Attributes: ``step``, ``quantity``, ``value`` and
+    ``checkpoint`` (the path of the last good checkpoint, or None)."""
+
+    def __init__(self, message: str, *, step: int, quantity: str, value: float, checkpoint):
+        super().__init__(message)
+        self.step, self.quantity, self.value, self.checkpoint = step, quantity, value, checkpoint
+
+
+@dataclasses.dataclass
+class FitResult:
+    params: Any  # the best evaluated params (the last ones without evaluation)
+    last_params: Any
+    opt_state: Any
+    step: int
+    history: list  # one dict per evaluation, of the whole run (a resumed run's too)
+    stopped_early: bool  # by patience or by on_log
+    skipped: int = 0  # updates dropped for a non-finite loss or gradient (on_nonfinite="skip_update")
+
+
+def jsonl_log(path) -> Callable[[dict], None]:
+    """An ``on_log`` for :func:`rnnx.training.fit` that appends each record to ``path`` as one line of JSON."""
+
+    def write(record: dict) -> None:
+        with open(path, "a") as log:
+            log.write(json.dumps(record) + "\n")
+
+    return write
+
+
+__all__ = [
+    "MAX_CONSECUTIVE_SKIPS",
+    "NONFINITE_POLICIES",
+    "Checkpoints",
+    "Evaluation",
+    "FitResult",
+    "NonFiniteError",
+    "jsonl_log",
+]
