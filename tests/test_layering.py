@@ -46,7 +46,7 @@ def test_the_import_scan_sees_imports_inside_functions(tmp_path):
     assert {"rnnx.nn.Recurrent", "rnnx.nn"} <= _imported(module)
 
 
-@pytest.mark.parametrize("path", _modules("training"), ids=lambda path: f"{path.parent.name}/{path.name}")
+@pytest.mark.parametrize("path", _modules("training", "apps"), ids=lambda path: f"{path.parent.name}/{path.name}")
 def test_a_module_states_its_one_job_in_about_300_lines(path):
     source = path.read_text()
     assert ast.get_docstring(ast.parse(source)), f"{path} has no module docstring stating its job"

@@ -11,12 +11,12 @@ rnnx params
 """
 
 import argparse
-import os
 import sys
 
-from rnnx.apps import config
+from rnnx.apps import config, scale
 from rnnx.apps.config import ClassifierConfig, ConfigError, LanguageModelConfig, add_config_flags, config_from_args
 from rnnx.apps.data import DataUnavailable, check_files, local_files
+from rnnx.apps.scale import device_count as device_count
 from rnnx.core import CELLS
 from rnnx.training import distributed
 
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     for config_class, title in ((LanguageModelConfig, "--task lm"), (ClassifierConfig, "--task classify")):
         group = lm.add_argument_group(f"{title} (shared flags are listed once)")
         seen |= add_config_flags(group, config_class, skip=seen)
-    _add_scale_flags(lm.add_argument_group("scale out (run settings: a run resumes with other values)"))
+    scale.add_scale_flags(lm.add_argument_group("scale out (run settings: a run resumes with other values)"))
 
     gen = commands.add_parser("generate", help="sample text from a trained language model's run directory")
     gen.add_argument("--run-dir", default="runs/language_model")
@@ -80,103 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_scale_flags(group) -> None:
-    group.add_argument(
-        "--devices",
-        default=None,
-        metavar="N|all",
-        help="data-parallel over the first N devices of jax.devices() (all processes' devices); --batch-size is "
-        "the global batch, split evenly over them; default 1 in one process (no mesh), all in several",
-    )
-    group.add_argument(
-        "--distributed",
-        action="store_true",
-        help="join a multi-process JAX job, its settings from the three flags below, else "
-        f"{', '.join(distributed.ENVIRONMENT)}, else JAX's cluster detection (SLURM, Open MPI, TPU, Kubernetes); "
-        "any of the three flags or variables implies it",
-    )
-    group.add_argument("--coordinator-address", default=None, metavar="HOST:PORT", help="process 0's address")
-    group.add_argument("--num-processes", type=int, default=None, help="the number of processes in the job")
-    group.add_argument("--process-id", type=int, default=None, help="this process's index, from 0")
-
-
-def _device_flag(value: str | None) -> int | str | None:
-    """``--devices`` read: a positive integer, ``"all"`` or None (not given), checked before JAX starts."""
-    if value is None or value == "all":
-        return value
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise ConfigError(f"--devices must be a positive integer or 'all', received {value!r}")
-    return number
-
-
-def _join(args) -> None:
-    """Join a multi-process job when asked (``--distributed``, one of its three settings as a flag or in the
-    environment): the first thing ``rnnx train`` does with JAX, as ``jax.distributed`` requires."""
-    settings = (args.coordinator_address, args.num_processes, args.process_id)
-    given = any(s is not None for s in settings) or any(os.environ.get(n) for n in distributed.ENVIRONMENT)
-    if not (args.distributed or given):
-        return
-    if args.num_processes is not None:
-        config.positive_integer("--num-processes", args.num_processes)
-    if args.process_id is not None and not 0 <= args.process_id < (args.num_processes or args.process_id + 1):
-        bound = f"[0, --num-processes {args.num_processes})" if args.num_processes else ">= 0"
-        raise ConfigError(f"--process-id must be in {bound}, received {args.process_id}")
-    try:
-        distributed.initialize(*settings)
-    except (RuntimeError, ValueError) as error:  # the settings named, and JAX's reason
-        flags = "--coordinator-address, --num-processes and --process-id"
-        raise ConfigError(f"{error}; rnnx train takes the three settings as {flags}") from None
-
-
-def device_count(devices: int | str | None, *, visible: int, processes: int, batch_size: int) -> int:
-    """The number of devices ``--devices`` asks for, checked against the ``visible`` devices (of all
-    ``processes``) and ``--batch-size``, or a :class:`ConfigError` naming the flag and both numbers.
-    Default: 1 in one process, all in several (each must feed the mesh).
-
-    >>> device_count("all", visible=8, processes=2, batch_size=64)
-    8
-    """
-    n = visible if devices == "all" or (devices is None and processes > 1) else devices or 1
-    if n > visible:
-        where = f" (over {processes} processes)" if processes > 1 else ""
-        raise ConfigError(f"--devices must be at most {visible}, the devices JAX sees{where}, received {n}")
-    if n % processes:
-        raise ConfigError(
-            f"--devices must be a multiple of the {processes} processes (each gives the mesh as many devices), "
-            f"received {n}"
-        )
-    if batch_size % processes:
-        raise ConfigError(
-            f"--batch-size must be a multiple of the {processes} processes (each feeds an equal slice of the "
-            f"global batch), received {batch_size}"
-        )
-    if batch_size % n:
-        raise ConfigError(
-            f"--batch-size must be a multiple of --devices {n} (the global batch is split evenly over the "
-            f"devices), received {batch_size}"
-        )
-    return n
-
-
-def _mesh(devices: int | str | None, batch_size: int):
-    """The data-parallel mesh ``--devices`` asks for (None: one device): the first devices of each process,
-    as many from each, grouped by process in process order."""
-    import jax
-    import numpy as np
-
-    processes = jax.process_count()
-    n = device_count(devices, visible=jax.device_count(), processes=processes, batch_size=batch_size)
-    if n == 1:
-        return None
-    per_process = n // processes
-    chosen = [d for p in range(processes) for d in [d for d in jax.devices() if d.process_index == p][:per_process]]
-    return jax.sharding.Mesh(np.array(chosen), ("data",))
-
-
 def _train_config(args):
     """The run's config from the flags, validated, with its dataset files checked: before any work."""
     config_class, defaults = (
@@ -193,10 +96,10 @@ def _train_config(args):
 
 
 def _train(args) -> dict:
-    devices = _device_flag(args.devices)
-    _join(args)  # before any other JAX computation
+    devices = scale.device_flag(args.devices)
+    scale.join(args)  # before any other JAX computation
     cfg = _train_config(args)
-    mesh = _mesh(devices, cfg.batch_size)  # before any data is read
+    mesh = scale.data_mesh(devices, cfg.batch_size)  # before any data is read
     lead = distributed.is_lead()
     from rnnx.apps import experiments
     from rnnx.apps.console import progress_bar, say
@@ -204,8 +107,7 @@ def _train(args) -> dict:
 
     try:
         with progress_bar(cfg.steps, enabled=args.progress and lead, bits=args.task == "lm") as on_log:
-            train = experiments.train_language_model if args.task == "lm" else experiments.train_classifier
-            result = train(cfg, mesh=mesh, on_log=on_log, say=say)
+            result = experiments.run(cfg, mesh=mesh, on_log=on_log, say=say)  # cfg validated above
     except NonFiniteError as error:
         raise RunFailed(
             f"{error} (this run: --learning-rate {cfg.learning_rate}, --clip-norm {cfg.clip_norm}, --schedule "

@@ -1,0 +1,111 @@
+"""A run directory: the settings a rerun must share with the run it resumes, and the files a run keeps there
+(``config.json``, ``metrics.jsonl``, ``checkpoints/step_<n>``, ``results.json``; the pipeline adds
+``vocab.json``).
+
+Rerunning a run's command resumes it from its newest checkpoint, and rerunning a finished run with more
+``--steps`` trains on from there, when its learning rate is constant. Only the lead process writes.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+from rnnx import training as train
+from rnnx.apps.config import ConfigError
+from rnnx.training import checkpoint, distributed
+
+# Settings a rerun may change: they steer how the run goes on, not what it has computed so far.
+_FREE = {"patience", "run_dir", "checkpoint_every", "keep_checkpoints", "on_nonfinite"}
+
+
+def prepare(cfg) -> Path:
+    """``cfg.run_dir``, made, with ``cfg`` saved there as ``config.json``.
+
+    A directory holding checkpoints resumes from them (``fit`` does that), so it must hold the same settings;
+    only ``patience``, the checkpoint and non-finite policies and, with a constant learning rate, ``steps``
+    ("train on") may change. Anything else is a :class:`ConfigError` naming the settings that differ.
+    """
+    run_dir = Path(cfg.run_dir)
+    settings = json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples as lists, as saved
+    saved_path = run_dir / "config.json"
+    if saved_path.exists() and latest_step(run_dir / "checkpoints") is not None:
+        _check_unchanged(run_dir, json.loads(saved_path.read_text()), settings)
+    distributed.barrier("rnnx: run directory read")  # each read it before process 0 writes to it
+    if distributed.is_lead():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        saved_path.write_text(json.dumps(settings, indent=1))
+    return run_dir
+
+
+def _check_unchanged(run_dir: Path, saved: dict, settings: dict) -> None:
+    free = _FREE | ({"steps"} if settings["schedule"] == "constant" else set())
+    changed = {k: (saved.get(k), v) for k, v in settings.items() if k not in free and saved.get(k) != v}
+    if changed:
+        raise ConfigError(
+            f"{run_dir} holds checkpoints of a run with other settings, {changed} (saved, now); it would "
+            f"resume from them. Pass another --run-dir, or delete {run_dir}, to start afresh"
+        )
+
+
+def finished(run_dir: Path, cfg, say) -> dict | None:
+    """The saved results of a run in ``run_dir`` that already trained its ``cfg.steps`` (or stopped early),
+    after saying so; None when there is training left to do."""
+    path = run_dir / "results.json"
+    if not path.exists():
+        return None
+    results = json.loads(path.read_text())
+    step = latest_step(run_dir / "checkpoints")
+    if step is None or results.get("steps") != step or (step < cfg.steps and not results.get("stopped_early")):
+        return None
+    say(
+        f"{run_dir} holds a finished run ({step} of {cfg.steps} steps); its results stay as they are in {path}. "
+        "To train on, pass more --steps (constant schedule) or another --run-dir"
+    )
+    return results
+
+
+def log_to(run_dir: Path, on_log):
+    """``fit``'s ``on_log``: each record appended to ``run_dir/metrics.jsonl``, then passed to ``on_log``.
+    On resuming from step N, the log is first cut back to what that checkpoint holds (the records up to
+    step N, less the evaluation of step N when it is done again), so no step appears twice."""
+    path = run_dir / "metrics.jsonl"
+    write = train.jsonl_log(path)
+
+    def log(record: dict):
+        if record.get("event") in ("resume", "finished") and path.exists():
+            step, again = record["step"], record["pending_evaluation"]
+            kept = [line for line in path.read_text().splitlines() if line and _kept(json.loads(line), step, again)]
+            path.write_text("".join(line + "\n" for line in kept))
+        write(record)
+        return on_log(record) if on_log is not None else None
+
+    return log
+
+
+def _kept(record: dict, step: int, evaluated_again: bool) -> bool:
+    """Whether a ``metrics.jsonl`` record survives a resume from a checkpoint of ``step`` (whose evaluation
+    is ``evaluated_again`` or is in the checkpoint)."""
+    at = record.get("step")
+    return at is None or at < step or (at == step and ("loss" in record or ("eval" in record and not evaluated_again)))
+
+
+def checkpoints(run_dir: Path, cfg, net) -> train.Checkpoints:
+    """``fit``'s checkpoint hook for a run: ``run_dir/checkpoints``, as often and as many as ``cfg`` says."""
+    return train.Checkpoints(
+        run_dir / "checkpoints", every=cfg.checkpoint_every, max_to_keep=cfg.keep_checkpoints, net=net
+    )
+
+
+def latest_step(directory: Path) -> int | None:
+    """The newest complete checkpoint step in ``directory`` (None: none, or no such directory); reads only."""
+    if not directory.is_dir():
+        return None
+    with checkpoint.manager(directory, read_only=True) as manager:
+        return manager.latest_step()
+
+
+def write_results(run_dir: Path, results: dict) -> None:
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+
+
+__all__ = ["checkpoints", "finished", "latest_step", "log_to", "prepare", "write_results"]

@@ -1,0 +1,42 @@
+"""What a task (classification, language modelling) hands the experiment pipeline of
+:mod:`rnnx.apps.experiments`, and the one piece every task builds from its config the same way: the
+optimiser.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import optax
+
+from rnnx import training as train
+
+
+class Setup(NamedTuple):
+    """A task's model and everything :func:`rnnx.training.fit` takes from it, built once per run."""
+
+    net: Any  # the rnnx.Stack inside the params, recorded in the checkpoints
+    loss_fn: Callable
+    params: Any
+    batches: Callable  # epoch -> this process's batches
+    evaluation: train.Evaluation
+    initial_carry: Any  # a stateful loss's carry at the start of each epoch; None for a stateless one
+    # (fit's result, seconds of training, the run directory where the lead process writes extra files, else
+    # None) -> the run's results
+    report: Callable[[train.FitResult, float, Path | None], dict]
+
+
+class Task(NamedTuple):
+    """The steps of the pipeline that differ between tasks."""
+
+    load: Callable[[Any], Any]  # cfg -> its data, read and checked (ConfigError) before the run dir is made
+    vocabulary: Callable[[Any, Any], Any]  # (cfg, data) -> the rnnx.apps.data.Vocab saved with the run
+    build: Callable[..., Setup]  # (cfg, data, vocab, lanes, say) -> Setup; lanes: this process's batch rows
+
+
+def optimizer(cfg) -> optax.GradientTransformation:
+    """Adam at the config's learning rate and schedule (clipping is added by the train step)."""
+    return train.default_optimizer(train.learning_rate_schedule(cfg.schedule, cfg.learning_rate, cfg.steps))
+
+
+__all__ = ["Setup", "Task", "optimizer"]
