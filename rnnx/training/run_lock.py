@@ -1,7 +1,17 @@
 """The run lock: one process at a time writes a directory of checkpoints.
 
-``<directory>/rnnx.lock`` holds JSON ``{"pid", "host", "started"}``, published atomically; a lock left by a
-process of this host that is no longer running, or an unreadable lock file, is taken over.
+The lock is an OS lock, taken with ``filelock`` on ``<directory>/rnnx.lock.os`` without waiting. The kernel
+releases it when its holder ends, however it ends (SIGKILL included), so the lock of a dead process is taken
+over without asking whether its pid still runs, and a reused pid (a container's entrypoint is pid 1 again)
+cannot block a run. Beside it, ``rnnx.lock`` records the holder (JSON ``{"pid", "host", "started",
+"os_lock"}``, written atomically), so that a refused writer is told who holds the directory and since when.
+
+The record decides in two cases the OS lock cannot answer:
+
+- a record from another host: ``flock`` on a network filesystem may be local to each host (Lustre's
+  ``localflock``, some NFS setups), so holding the OS lock here says nothing about a process there;
+- a record without ``"os_lock"``, written by rnnx 0.1.0's hand-written lock, whose holder takes no OS lock:
+  only its pid can tell whether it still runs (kept for one release, in :func:`_legacy_holder`).
 """
 
 import contextlib
@@ -10,37 +20,37 @@ import json
 import os
 import pathlib
 import socket
-import uuid
 import warnings
 from collections.abc import Callable
 
+import filelock
+
 from rnnx.training.checkpoint_record import CheckpointError
 
-_LOCK_FILE = "rnnx.lock"
+RECORD_FILE = "rnnx.lock"  # the name rnnx 0.1.0's lock file had, so that its processes see this one too
+OS_LOCK_FILE = "rnnx.lock.os"
 
 
 @contextlib.contextmanager
 def lock(directory, *, on_stale: Callable[[str], None] | None = None, enabled: bool = True):
-    """Hold ``directory/rnnx.lock`` for the ``with`` block, so that one process at a time writes there.
+    """Hold the run lock of ``directory`` for the ``with`` block, so that one process at a time writes there.
 
-    The lock file holds JSON ``{"pid", "host", "started"}`` and is published atomically, content included
-    (written beside it, then hard-linked into place, which fails if it exists; ``O_CREAT | O_EXCL`` where
-    hard links are unsupported), so no other process ever reads a half-written one. It is removed on exit
-    if it is still this process's. A lock left by a process of this host that is no longer running, or an
-    unreadable lock file, is taken over.
+    Both files are removed on exit (the record only if it is still this process's).
 
     Args:
       directory: created if missing.
-      on_stale: called with a one-line message when a stale lock is taken over (None: ``warnings.warn``).
+      on_stale: called with a one-line message when the lock of a process that ended without releasing it
+        (or an unreadable record) is taken over (None: ``warnings.warn``).
       enabled: False makes this a no-op: in a multi-process JAX job pass ``jax.process_index() == 0``, so
         that one process holds the lock for the job.
 
     Yields:
-      The lock file's path (None when not ``enabled``).
+      The path of the holder's record, ``directory/rnnx.lock`` (None when not ``enabled``).
 
     Raises:
-      CheckpointError: a running process of this host holds the lock, or a process of another host does
-        (which cannot be checked from here: the message says to delete the lock file if it is gone).
+      CheckpointError: another process holds the lock (the message names its pid, host and start time), a
+        process of another host may (which cannot be checked from here: the message says to delete the
+        record if it is gone), or a running process of rnnx 0.1.0 holds it.
 
     >>> import tempfile, rnnx
     >>> with rnnx.training.checkpoint.lock(tempfile.mkdtemp()) as path:
@@ -52,93 +62,110 @@ def lock(directory, *, on_stale: Callable[[str], None] | None = None, enabled: b
         return
     directory = pathlib.Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / _LOCK_FILE
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}).encode()
-    _acquire(path, record, on_stale or (lambda message: warnings.warn(message, stacklevel=5)))
+    path = directory / RECORD_FILE
+    os_lock = filelock.FileLock(directory / OS_LOCK_FILE, timeout=0)  # a second writer is refused, not queued
     try:
+        os_lock.acquire()
+    except filelock.Timeout:
+        raise CheckpointError(_in_use(path)) from None
+    record = None
+    try:
+        stale = _stale(path)
+        started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": started, "os_lock": OS_LOCK_FILE}
+        record = json.dumps(holder).encode()
+        _write(path, record)
+        if stale is not None:
+            (on_stale or (lambda message: warnings.warn(message, stacklevel=4)))(stale)
         yield path
     finally:
         with contextlib.suppress(FileNotFoundError):
-            if path.read_bytes() == record:  # taken over meanwhile (we were judged stale): not ours to remove
+            if record is not None and path.read_bytes() == record:  # replaced meanwhile: not ours to remove
                 path.unlink()
+        # Unlinked while still held, so the directory is left as it was found: a process that opened the
+        # file meanwhile finds it unlinked once it gets the OS lock, and filelock does not count it as held.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os_lock.lock_file)
+        os_lock.release()
 
 
-# ----------------------------------------------------------------------------------------------- helpers
-
-
-def _acquire(path: pathlib.Path, record: bytes, on_stale) -> None:
-    for _ in range(5):  # each retry follows another process's move; a live holder ends it with an error
-        if _publish(path, record):
-            return
-        try:
-            held = path.read_bytes()
-        except FileNotFoundError:
-            continue
-        message = _stale(path, held)  # raises when the holder is (or may be) running
-        if _take_over(path, held) and _publish(path, record):
-            on_stale(message)
-            return
-    raise CheckpointError(f"could not take the lock {path}: other processes keep taking it; try again")
-
-
-def _publish(path: pathlib.Path, content: bytes) -> bool:
-    """Create ``path`` holding ``content`` atomically; False if it exists."""
-    scratch = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    scratch.write_bytes(content)
+def _holder(path: pathlib.Path) -> dict | None:
+    """The record at ``path`` with its pid an int; None if it is unreadable. Raises FileNotFoundError."""
     try:
-        os.link(scratch, path)
-        return True
-    except FileExistsError:
-        return False
-    except OSError:  # no hard links on this filesystem
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as file:
-            file.write(content)
-        return True
-    finally:
-        scratch.unlink()
-
-
-def _stale(path: pathlib.Path, held: bytes) -> str:
-    """The message for taking over the lock ``held``; raises :class:`CheckpointError` if it may be live."""
-    try:
-        holder = json.loads(held)
-        pid, host, started = int(holder["pid"]), str(holder["host"]), holder["started"]
+        holder = json.loads(path.read_bytes())
+        return holder | {"pid": int(holder["pid"]), "host": str(holder["host"]), "started": holder["started"]}
     except (ValueError, TypeError, KeyError):
+        return None
+
+
+def _held_by(path: pathlib.Path, holder: dict) -> str:
+    return (
+        f"{path.parent} is in use by process {holder['pid']} on {holder['host']} since {holder['started']} "
+        f"(lock file {path})"
+    )
+
+
+def _in_use(path: pathlib.Path) -> str:
+    """The refusal while another process holds the OS lock."""
+    try:
+        holder = _holder(path)
+    except FileNotFoundError:  # it has the OS lock but has not written its record yet
+        holder = None
+    if holder is None:
+        return f"{path.parent} is in use by another process (lock file {path.parent / OS_LOCK_FILE}); wait for it"
+    return f"{_held_by(path, holder)}; wait for it to finish or stop it"
+
+
+def _stale(path: pathlib.Path) -> str | None:
+    """With the OS lock held: None if there is no record, else the message for taking it over. Raises
+    :class:`CheckpointError` where the record's holder may still run (see the module docstring)."""
+    try:
+        holder = _holder(path)
+    except FileNotFoundError:
+        return None
+    if holder is None:
         return f"took over the unreadable lock file {path}"
-    if pid <= 0:  # os.kill(0 or -n, 0) would ask about process groups
-        return f"took over the lock file {path} holding the invalid pid {pid}"
-    held_by = f"{path.parent} is in use by process {pid} on {host} since {started} (lock file {path})"
+    pid, host, started = holder["pid"], holder["host"], holder["started"]
     if host != socket.gethostname():
         raise CheckpointError(
-            f"{held_by}; a process on another host cannot be checked from here: if it is gone, delete {path}"
+            f"{_held_by(path, holder)}; a process on another host cannot be checked from here: if it is gone, "
+            f"delete {path}"
         )
+    if "os_lock" not in holder:
+        return _legacy_holder(path, holder)
+    # We hold the OS lock, which the kernel released when the recorded process ended: whatever runs under
+    # that pid now (pid reuse, this very process), it is not the holder.
+    return (
+        f"took over the stale lock of process {pid} on {host}, started {started}, which ended without releasing "
+        f"it ({path})"
+    )
+
+
+def _legacy_holder(path: pathlib.Path, holder: dict) -> str:
+    """A record of rnnx 0.1.0's lock, whose holder takes no OS lock: stale only if its pid is gone."""
+    pid, host, started = holder["pid"], holder["host"], holder["started"]
+    if pid <= 0:  # os.kill(0 or -n, 0) would ask about process groups
+        return f"took over the lock file {path} holding the invalid pid {pid}"
+    if pid != os.getpid() and _running(pid):  # this process is not rnnx 0.1.0: its own pid there is reused
+        raise CheckpointError(f"{_held_by(path, holder)}; wait for it to finish or stop it")
+    return f"took over the stale lock of process {pid} on {host}, started {started} and no longer running ({path})"
+
+
+def _running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return f"took over the stale lock of process {pid} on {host}, started {started} and no longer running ({path})"
+        return False
     except PermissionError:  # it exists, run by another user
         pass
-    raise CheckpointError(f"{held_by}; wait for it to finish or stop it")
-
-
-def _take_over(path: pathlib.Path, held: bytes) -> bool:
-    """Move the stale lock ``held`` out of the way; False if another process got there first."""
-    moved = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.stale")
-    try:
-        os.rename(path, moved)
-    except FileNotFoundError:
-        return False
-    content = moved.read_bytes()
-    moved.unlink()
-    if content != held:  # a lock published since we read the stale one: put it back
-        _publish(path, content)
-        return False
     return True
 
 
-__all__ = ["lock"]
+def _write(path: pathlib.Path, content: bytes) -> None:
+    """``path`` holding ``content``, replaced atomically: a reader never sees half a record."""
+    scratch = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    scratch.write_bytes(content)
+    os.replace(scratch, path)
+
+
+__all__ = ["OS_LOCK_FILE", "RECORD_FILE", "lock"]
