@@ -163,3 +163,49 @@ def test_sampling_draws_differ_between_prompts_with_one_seed():
     first, second = (models.sample(model, params, p, length=60, key=key) for p in ([5, 6], [7, 8]))
     assert first != second
     assert models.sample(model, params, [5, 6], length=60, key=key) == first  # still reproducible
+
+
+TINY_LM = ["--hidden", "16", "--embed", "8", "--layers", "1", "--window", "16", "--batch-size", "4"]
+TINY_LM += ["--ngram-orders", "2", "--eval-chars", "500", "--eval-every", "20", "--no-progress"]
+
+
+def _train_lm(text, run_dir, steps: int, *extra) -> int:
+    return main(["train", "--dataset", str(text), "--steps", str(steps), "--run-dir", str(run_dir), *TINY_LM, *extra])
+
+
+def test_a_finished_run_trains_on_with_more_steps(tmp_path, capsys):
+    text, run_dir = tmp_path / "text.txt", tmp_path / "lm"
+    text.write_text("to be or not to be, that is the question.\n" * 200)
+    assert _train_lm(text, run_dir, 40, "--schedule", "constant") == 0
+    capsys.readouterr()
+    assert _train_lm(text, run_dir, 60, "--schedule", "constant") == 0
+    resumed = f"resuming from step 40 of 60 (checkpoint {run_dir.absolute()}/checkpoints/step_40)"
+    assert resumed in capsys.readouterr().err
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["steps"] == 60 and [h["step"] for h in results["history"]] == [20, 40, 60]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [20, 40, 60]  # each step once, in order
+    assert [r["step"] for r in records if "eval" in r] == [20, 40, 60]
+    assert [r["step"] for r in records if r.get("event") == "resume"] == [40]
+    # Any other change of settings is refused as before.
+    assert _train_lm(text, run_dir, 80, "--schedule", "constant", "--hidden", "32") == 2
+    assert "other settings, {'hidden': (16, 32)}" in capsys.readouterr().err
+
+
+def test_a_cosine_run_refuses_more_steps_saying_why_and_what_to_pass(tmp_path, capsys):
+    text, run_dir = tmp_path / "text.txt", tmp_path / "lm"
+    text.write_text("to be or not to be, that is the question.\n" * 200)
+    assert _train_lm(text, run_dir, 20, "--schedule", "cosine") == 0
+    capsys.readouterr()
+    assert _train_lm(text, run_dir, 30, "--schedule", "cosine") == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (
+        f"rnnx train: error: {run_dir} holds a run with --schedule cosine over --steps 20, whose learning rate "
+        "decays to 0 at step 20: it cannot go on to --steps 30, because the schedule was defined over the old step "
+        "count. Pass --steps 20 to keep that run, or another --run-dir to train 30 steps (with --schedule constant "
+        "to be able to train on later)"
+    )
+    assert _train_lm(text, run_dir, 20, "--schedule", "cosine") == 0  # the finished run, as it is
+    assert "Its cosine schedule ended at its last step; to train longer, pass another --run-dir" in (
+        capsys.readouterr().err
+    )

@@ -40,6 +40,14 @@ def prepare(cfg) -> Path:
 def _check_unchanged(run_dir: Path, saved: dict, settings: dict) -> None:
     free = _FREE | ({"steps"} if settings["schedule"] == "constant" else set())
     changed = {k: (saved.get(k), v) for k, v in settings.items() if k not in free and saved.get(k) != v}
+    if set(changed) == {"steps"}:  # so both runs have the cosine schedule
+        old, new = changed["steps"]
+        raise ConfigError(
+            f"{run_dir} holds a run with --schedule cosine over --steps {old}, whose learning rate decays to 0 at "
+            f"step {old}: it cannot go on to --steps {new}, because the schedule was defined over the old step "
+            f"count. Pass --steps {old} to keep that run, or another --run-dir to train {new} steps (with "
+            "--schedule constant to be able to train on later)"
+        )
     if changed:
         raise ConfigError(
             f"{run_dir} holds checkpoints of a run with other settings, {changed} (saved, now); it would "
@@ -57,10 +65,12 @@ def finished(run_dir: Path, cfg, say) -> dict | None:
     step = latest_step(run_dir / "checkpoints")
     if step is None or results.get("steps") != step or (step < cfg.steps and not results.get("stopped_early")):
         return None
-    say(
-        f"{run_dir} holds a finished run ({step} of {cfg.steps} steps); its results stay as they are in {path}. "
-        "To train on, pass more --steps (constant schedule) or another --run-dir"
+    hint = (
+        "To train on, pass more --steps, or another --run-dir to start afresh"
+        if cfg.schedule == "constant"
+        else "Its cosine schedule ended at its last step; to train longer, pass another --run-dir"
     )
+    say(f"{run_dir} holds a finished run ({step} of {cfg.steps} steps); its results stay as they are in {path}. {hint}")
     return results
 
 
