@@ -1,4 +1,4 @@
-"""Data-parallel training (``rnnx.training.fit(..., mesh=)``): step time and bytes communicated per step
+"""Data-parallel training (``rnnx.training.fit(..., data_mesh=)``): step time and bytes communicated per step
 against the device count, and the on-paper all-reduce cost of the seed's GRU language model on 8 GPUs.
 
     python -m benchmarks.data_parallel [--batch 64 --window 100 --hidden 128 --layers 2 --embed 300 --vocab 100]
@@ -75,7 +75,7 @@ def measure(args, k: int) -> dict:
     step = train.make_train_step(loss_fn, optax.adam(2e-3))
     mesh = Mesh(np.array(jax.devices()[:k]), ("data",))
     split, copy = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
-    carry = jax.device_put(model.net.initial_carry(params["rnn"], (args.batch,)), split)
+    carry = jax.device_put(model.net.default_carry(params["rnn"], (args.batch,)), split)
     state = jax.device_put(step.init(params)._replace(carry=None), copy)._replace(carry=carry)
     tokens = np.random.default_rng(0).integers(0, args.vocab, (args.batch, args.window + 1)).astype(np.int32)
     batch, key = jax.device_put(tokens, split), jax.random.key(0)

@@ -60,7 +60,7 @@ def main(argv=None):
         model.init(jax.random.key(0)),
         batches,
         steps=args.steps,
-        mesh=mesh,
+        data_mesh=mesh,
         log_every=10,
         on_log=(lambda r: print(f"step {r['step']}: loss {r['loss']:.4f}", flush=True)) if lead else None,
     )

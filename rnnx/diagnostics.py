@@ -45,15 +45,15 @@ def unroll_with_probes(
       cell: an :class:`rnnx.Cell` whose output ``y_t`` is its hidden state ``h_t``.
       params: from ``cell.init``.
       xs: ``(*b, t, d)``.
-      probes: shaped like ``cell.initial_carry(params, (*b, t))``: a carry whose every leaf is ``(*b, t, h)``.
-      initial_carry: as in :func:`rnnx.unroll`; default ``cell.initial_carry(params, b)``.
+      probes: shaped like ``cell.default_carry(params, (*b, t))``: a carry whose every leaf is ``(*b, t, h)``.
+      initial_carry: as in :func:`rnnx.unroll`; default ``cell.default_carry(params, b)``.
 
     Returns:
       ``(carry, ys)``: the final carry ``(*b, h)`` and the outputs ``(*b, t, h)``.
     """
     xs = _check_xs(cell, params, xs)
     batch_shape, steps = xs.shape[:-2], xs.shape[-2]
-    carry = cell.initial_carry(params, batch_shape) if initial_carry is None else initial_carry
+    carry = cell.default_carry(params, batch_shape) if initial_carry is None else initial_carry
     # Time axis first so that lax.scan walks over it; batch axes may be any number, including none.
     time_first = lambda a: jnp.moveaxis(a, len(batch_shape), 0)  # noqa: E731
 
@@ -108,7 +108,7 @@ def hidden_grad_norms(
     """
     xs = _check_xs(cell, params, xs)
     batch_shape, steps = xs.shape[:-2], xs.shape[-2]
-    probes = jax.tree.map(jnp.zeros_like, cell.initial_carry(params, (*batch_shape, steps)))
+    probes = jax.tree.map(jnp.zeros_like, cell.default_carry(params, (*batch_shape, steps)))
 
     def loss_of_probes(probes):
         return loss_fn(unroll_with_probes(cell, params, xs, probes, initial_carry=initial_carry)[1])
@@ -162,7 +162,7 @@ def jacobian_norms(
         raise ValueError(f"norm must be one of {sorted(_NORMS)}, received {norm!r}")
     xs = _check_xs(cell, params, xs)
     batch_shape = xs.shape[:-2]
-    carry = cell.initial_carry(params, batch_shape) if initial_carry is None else initial_carry
+    carry = cell.default_carry(params, batch_shape) if initial_carry is None else initial_carry
     flat_xs = xs.reshape(-1, *xs.shape[-2:])
     flat_carry = jax.tree.map(lambda c: c.reshape(-1, c.shape[-1]), carry)
     one = lambda x, c: _log_jacobian_norms(cell, params, x, c, _NORMS[norm])  # noqa: E731

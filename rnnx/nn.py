@@ -32,6 +32,7 @@ from flax import nnx
 
 from rnnx.core._common import check_stack_params
 from rnnx.core.cells import Cell, LSTMCarry
+from rnnx.core.deprecation import CARRY_RENAME, warn_renamed
 from rnnx.core.registry import CELLS
 from rnnx.core.stack import Stack, stacked
 from rnnx.core.typing import BatchShape, Carry, Inputs, Key, Lengths, Mask, Outputs, StackParams
@@ -138,9 +139,14 @@ class Recurrent(nnx.Module):
         carry, ys = net.apply(self.functional()[1], xs, **options, **unroll_kwargs)
         return ys, carry
 
+    def default_carry(self, batch_shape: BatchShape = ()) -> tuple[Carry, ...]:
+        """The carry a call starts from when none is given, a tuple shaped like a call's final carry."""
+        return self.net.default_carry(self.functional()[1], batch_shape)
+
     def initial_carry(self, batch_shape: BatchShape = ()) -> tuple[Carry, ...]:
-        """The default initial carry, a tuple shaped like a call's final carry."""
-        return self.net.initial_carry(self.functional()[1], batch_shape)
+        """Deprecated alias of :meth:`default_carry`, removed in rnnx 0.3."""
+        warn_renamed(f"rnnx.nn.{type(self).__name__}.initial_carry", "default_carry", CARRY_RENAME)
+        return self.default_carry(batch_shape)
 
     @property
     def input_size(self) -> int:
@@ -344,9 +350,14 @@ class RecurrentCell(nnx.Module):
         """One step: ``carry``, ``x (*b, d)`` -> ``(carry, y (*b, h))``."""
         return self.cell.apply(self.functional()[1], carry, x)
 
-    def initial_carry(self, batch_shape: BatchShape = ()) -> Carry:
+    def default_carry(self, batch_shape: BatchShape = ()) -> Carry:
         """The cell's default carry for ``batch_shape``: ``(*b, h)`` (``LSTMCarry`` for the LSTM)."""
-        return self.cell.initial_carry(self.functional()[1], batch_shape)
+        return self.cell.default_carry(self.functional()[1], batch_shape)
+
+    def initial_carry(self, batch_shape: BatchShape = ()) -> Carry:
+        """Deprecated alias of :meth:`default_carry`, removed in rnnx 0.3."""
+        warn_renamed(f"rnnx.nn.{type(self).__name__}.initial_carry", "default_carry", CARRY_RENAME)
+        return self.default_carry(batch_shape)
 
     def functional(self):
         """``(cell, params)``: ``cell.apply(params, carry, x)`` is ``self(carry, x)``."""
@@ -374,7 +385,7 @@ class SimpleRNNCell(_NamedCell):
 
     >>> import jax.numpy as jnp, rnnx.nn
     >>> cell = rnnx.nn.SimpleRNNCell(3, 8, rngs=0)
-    >>> carry, y = cell(cell.initial_carry((4,)), jnp.ones((4, 3)))
+    >>> carry, y = cell(cell.default_carry((4,)), jnp.ones((4, 3)))
     >>> y.shape
     (4, 8)
     """

@@ -83,7 +83,8 @@ def snapshot():
         logits, carry = lm.apply(params, batch[:, :-1], carry, key=key)
         return losses.masked_cross_entropy(logits, batch[:, 1:]), ({}, carry)
 
-    kwargs = dict(steps=6, seed=0, initial_carry=lm.net.initial_carry(lp["rnn"], (4,)))
+    default_carry = getattr(lm.net, "default_carry", None) or lm.net.initial_carry  # renamed after rnnx 0.1
+    kwargs = dict(steps=6, seed=0, initial_carry=default_carry(lp["rnn"], (4,)))
     optimizer = train.default_optimizer(3e-2)
     try:  # the loop before the layout change took progress=
         res = train.fit(lm_loss, lp, lambda e: list(tokens), progress=False, optimizer=optimizer, **kwargs)

@@ -86,7 +86,7 @@ def run_sequence(step, params, xs, initial, fresh, *, lengths=None, mask=None, r
       step: a NumPy reference step ``(params, carry, x) -> carry``.
       xs: ``(b, t, d)``, batch-major with one flat batch axis.
       initial, fresh: ``(b, h)`` arrays, or tuples of them for a carry in parts (the LSTM's ``(h, c)``): the
-        carry before the first step, and the state a reset restores (``cell.initial_carry(params)``).
+        carry before the first step, and the state a reset restores (``cell.default_carry(params)``).
       lengths: ``(b,)``: only the first ``length`` steps are the sequence. The padding after them is not part
         of it: its outputs are zero and it touches nothing, so the final carry is the one after the last valid
         step and ``reverse`` runs the valid part backwards from ``initial``.

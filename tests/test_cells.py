@@ -34,7 +34,7 @@ def test_learned_initial_carry_adds_one_vector_per_state_and_receives_gradient()
     params = cell.init(jax.random.key(0), 3)
     assert rnnx.count_params(params) == 4 * 4 * (3 + 4 + 1) + 2 * 4
     params = params | {"h0": jnp.arange(4.0), "c0": -jnp.arange(4.0)}
-    carry = cell.initial_carry(params, (2, 5))
+    carry = cell.default_carry(params, (2, 5))
     np.testing.assert_array_equal(carry.h[1, 3], jnp.arange(4.0))
     grads = jax.grad(lambda p: rnnx.unroll(cell, p, jnp.ones((2, 3, 3)))[1].sum())(params)
     assert float(jnp.abs(grads["h0"]).sum()) > 0 and float(jnp.abs(grads["c0"]).sum()) > 0
@@ -42,7 +42,7 @@ def test_learned_initial_carry_adds_one_vector_per_state_and_receives_gradient()
 
 def test_cell_matches_numpy_reference_per_step(cell_name, cell, params, xs):
     step = CELLS[cell_name][1]
-    carry = cell.initial_carry(params, (xs.shape[0],))
+    carry = cell.default_carry(params, (xs.shape[0],))
     carry = jax.tree.map(lambda c: c + 0.3, carry)  # a non-zero state exercises the recurrent weights
     new_carry, y = cell.apply(params, carry, xs[:, 0])
     np_params = {k: np.asarray(v, np.float64) for k, v in params.items()}

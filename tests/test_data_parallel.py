@@ -1,4 +1,4 @@
-"""Data-parallel :func:`rnnx.training.fit` (``mesh=``) equals the one-device fit, and its checkpoints move
+"""Data-parallel :func:`rnnx.training.fit` (``data_mesh=``) equals the one-device fit, and its checkpoints move
 between topologies bit-exactly.
 
 Several devices need ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` before jax starts, so every case
@@ -34,7 +34,7 @@ _SCRIPT = textwrap.dedent(
     B, T, V, E, H, STEPS = 8, 6, 11, 5, 8, 5
     model = models.language_model(rnnx.stacked(rnnx.gru(H)), V, E)
     params = model.init(jax.random.key(0))
-    carry0 = model.net.initial_carry(params["rnn"], (B,))
+    carry0 = model.net.default_carry(params["rnn"], (B,))
     windows = np.random.default_rng(0).integers(0, V, size=(2, 4, B, T + 1)).astype(np.int32)
     held_out = np.random.default_rng(1).integers(0, V, size=(B, T + 1)).astype(np.int32)
     optimizer = optax.adam(3e-2)  # large enough that five steps move every parameter visibly
@@ -68,7 +68,7 @@ _SCRIPT = textwrap.dedent(
     results["moved"] = largest(one.last_params, params)
     results["scale"] = max(float(np.max(np.abs(np.asarray(x)))) for x in jax.tree.leaves(one.last_params))
     for k in (1, 2, 4, 8):
-        got = fit(mesh=mesh(k), evaluation=evaluation)
+        got = fit(data_mesh=mesh(k), evaluation=evaluation)
         leaves = jax.tree.leaves(got.last_params)
         results[f"k={k}"] = {
             "params": largest(got.last_params, one.last_params),
@@ -82,17 +82,17 @@ _SCRIPT = textwrap.dedent(
         traced.append(1)
         return loss_fn(params, batch, key, None)[0], {}
     try:
-        train.fit(counting, params, [windows[0, 0, :6]], steps=1, mesh=mesh(4))
+        train.fit(counting, params, [windows[0, 0, :6]], steps=1, data_mesh=mesh(4))
     except ValueError as error:
         results["refused"], results["refused_traces"] = str(error), len(traced)
     try:
-        fit(mesh=mesh(8), initial_carry=model.net.initial_carry(params["rnn"], (4,)))
+        fit(data_mesh=mesh(8), initial_carry=model.net.default_carry(params["rnn"], (4,)))
     except ValueError as error:
         results["refused_carry"] = str(error)
 
     # Checkpoints across topologies: saved on 4 devices, restored on 1 device and on a 2-device mesh.
     root = pathlib.Path(tempfile.mkdtemp())
-    whole = fit(steps=6, mesh=mesh(4), checkpoints=train.Checkpoints(root / "whole"))
+    whole = fit(steps=6, data_mesh=mesh(4), checkpoints=train.Checkpoints(root / "whole"))
     step = train.make_train_step(loss_fn, optimizer)
     like = train.initial_state(step, params, carry0)  # on the default device
     on_one = train.checkpoint.restore(root / "whole" / "step_6", like)
@@ -111,13 +111,13 @@ _SCRIPT = textwrap.dedent(
         "carry_split": all(x.sharding == split for x in jax.tree.leaves(on_two.train.carry)),
         "devices": sorted({len(x.sharding.device_set) for x in jax.tree.leaves(on_two)}),
     }
-    resumed_two = fit(steps=6, mesh=two, checkpoints=train.Checkpoints(root / "whole"))  # nothing left to do
+    resumed_two = fit(steps=6, data_mesh=two, checkpoints=train.Checkpoints(root / "whole"))  # nothing left to do
     results["fit_resume_2"] = bits(resumed_two.last_params) == bits(whole.last_params) and resumed_two.step == 6
 
     # Stopped at step 3 of 6 and resumed on the same 4-device topology, mid-epoch (the carry is restored).
     hooks = train.Checkpoints(root / "stopped")
-    fit(steps=3, mesh=mesh(4), checkpoints=hooks)
-    resumed = fit(steps=6, mesh=mesh(4), checkpoints=hooks)
+    fit(steps=3, data_mesh=mesh(4), checkpoints=hooks)
+    resumed = fit(steps=6, data_mesh=mesh(4), checkpoints=hooks)
     results["resume_4"] = {
         "params": bits(resumed.last_params) == bits(whole.last_params),
         "opt_state": bits(resumed.opt_state) == bits(whole.opt_state),
@@ -170,7 +170,7 @@ def test_resume_on_the_same_4_device_topology_is_bit_exact(found):
 def test_a_mesh_without_a_data_axis_is_refused():
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("batch",))
     with pytest.raises(ValueError, match=r"axis named 'data', received axes \('batch',\)"):
-        train.fit(lambda p, b, k: (0.0, {}), {"w": np.zeros(2)}, [np.zeros((2, 1))], steps=1, mesh=mesh)
+        train.fit(lambda p, b, k: (0.0, {}), {"w": np.zeros(2)}, [np.zeros((2, 1))], steps=1, data_mesh=mesh)
 
 
 def test_a_one_device_mesh_runs_in_process_and_equals_no_mesh():
@@ -183,5 +183,5 @@ def test_a_one_device_mesh_runs_in_process_and_equals_no_mesh():
     params = {"w": np.ones(3, np.float32)}
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
     plain = train.fit(loss_fn, params, batches, steps=3)
-    meshed = train.fit(loss_fn, params, batches, steps=3, mesh=mesh)
+    meshed = train.fit(loss_fn, params, batches, steps=3, data_mesh=mesh)
     np.testing.assert_array_equal(np.asarray(meshed.last_params["w"]), np.asarray(plain.last_params["w"]))

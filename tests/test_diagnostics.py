@@ -23,7 +23,7 @@ def _loss(ys):
 
 
 def _probes(cell, params, batch_shape, value=0.0):
-    return jax.tree.map(lambda c: jnp.full_like(c, value), cell.initial_carry(params, batch_shape))
+    return jax.tree.map(lambda c: jnp.full_like(c, value), cell.default_carry(params, batch_shape))
 
 
 def test_zero_probes_compute_what_unroll_computes(cell, params, xs):
@@ -58,7 +58,7 @@ def test_hidden_grad_norms_equal_gradients_of_a_restarted_unroll(cell, params, x
 
 
 def test_jacobian_norms_equal_jacrev(cell, params, xs):
-    carry0 = jax.tree.map(lambda c: 0.3 * jnp.cos(jnp.arange(c.size, dtype=c.dtype)), cell.initial_carry(params))
+    carry0 = jax.tree.map(lambda c: 0.3 * jnp.cos(jnp.arange(c.size, dtype=c.dtype)), cell.default_carry(params))
     batch_carry0 = jax.tree.map(lambda c: jnp.broadcast_to(c, (B, H)), carry0)
     ords = {"spectral": 2, "frobenius": "fro"}
     norms = {n: diagnostics.jacobian_norms(cell, params, xs, norm=n, initial_carry=batch_carry0) for n in ords}

@@ -352,7 +352,7 @@ def test_pallas_matches_the_scan_through_unroll_stacked_and_nnx(name):
     params = _perturb(cell.init(jax.random.key(0), D))
     xs, lengths = _data(batch_shape=(2, 4))
     reset = jax.random.bernoulli(jax.random.key(8), 0.2, (2, 4, T))
-    carry = jax.tree.map(lambda a: jax.random.normal(jax.random.key(9), a.shape), cell.initial_carry(params, (2, 4)))
+    carry = jax.tree.map(lambda a: jax.random.normal(jax.random.key(9), a.shape), cell.default_carry(params, (2, 4)))
 
     def run(backend):
         def loss(params, xs, carry, reverse):

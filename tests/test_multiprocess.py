@@ -60,7 +60,7 @@ _WORKER = textwrap.dedent(
         if index == 1 and record["step"] == 1 and mode == "freeze":
             os.kill(os.getpid(), signal.SIGSTOP)  # hangs with its sockets open, as a wedged host would
 
-    carry = model.net.initial_carry(params["rnn"], (local,))
+    carry = model.net.default_carry(params["rnn"], (local,))
     if mode != "train":  # the failure tests need any all-reduce, not the GRU: a linear model compiles at once
         params, windows, carry = {"w": np.ones(T + 1, np.float32)}, windows.astype(np.float32), None
         loss_fn = lambda params, batch, key: (((batch @ params["w"]) ** 2).mean(), {})
@@ -69,7 +69,7 @@ _WORKER = textwrap.dedent(
     hooks = train.Checkpoints(here, net=model.net) if (mode, count) == ("train", 2) else None
     got = train.fit(
         loss_fn, params, lambda epoch: list(windows[epoch % 2, :, rows]), steps=STEPS, optimizer=optax.adam(3e-2),
-        initial_carry=carry, mesh=mesh, log_every=1, on_log=on_log,
+        initial_carry=carry, data_mesh=mesh, log_every=1, on_log=on_log,
         checkpoints=hooks,
     )
     leaves = jax.tree.leaves(got.last_params)
@@ -161,7 +161,7 @@ def test_two_processes_of_two_devices_equal_one_process_of_four(tmp_path):
     model = models.language_model(rnnx.stacked(rnnx.gru(8)), 11, 5)
     params = model.init(jax.random.key(0))
     like = train.initial_state(
-        train.make_train_step(None, optax.adam(3e-2)), params, model.net.initial_carry(params["rnn"], (8,))
+        train.make_train_step(None, optax.adam(3e-2)), params, model.net.default_carry(params["rnn"], (8,))
     )
     restored = train.checkpoint.restore(tmp_path / "train2.checkpoints" / "step_4", like, net=model.net)
     got = np.load(tmp_path / "train2_0.npz")

@@ -125,8 +125,8 @@ def test_module_reset_lengths_and_initial_carry(xs):
     for layer in range(2):  # forward ends in the second run, backward in the first
         chex.assert_trees_all_close(carry[2 * layer], carry2[2 * layer], atol=1e-6)
         chex.assert_trees_all_close(carry[2 * layer + 1], carry1[2 * layer + 1], atol=1e-6)
-    # initial_carry goes through; the default is initial_carry().
-    start = model.initial_carry((B,))
+    # initial_carry goes through; the default is default_carry().
+    start = model.default_carry((B,))
     assert _bits(run(model, xs, initial_carry=start)) == _bits(run(model, xs, initial_carry=None))
     nonzero = jax.tree.map(lambda a: a + 0.5, start)
     assert not np.allclose(run(model, xs, initial_carry=nonzero)[0], run(model, xs, initial_carry=start)[0])
@@ -178,8 +178,8 @@ def test_a_cell_module_is_the_functional_step_and_loops_to_the_unroll(name, xs):
     cell, params = module.functional()
     assert cell == rnnx.make_cell(name, H) and module.hidden_size == H and module.input_size == D
     assert _bits(params) == _bits(cell.init(nnx.Rngs(0).params(), D))  # rngs=0 is nnx.Rngs(0)
-    carry = module.initial_carry((B,))
-    assert _bits(carry) == _bits(cell.initial_carry(params, (B,)))
+    carry = module.default_carry((B,))
+    assert _bits(carry) == _bits(cell.default_carry(params, (B,)))
     ys = []
     for t in range(T):  # a loop of one's own over the module equals rnnx.unroll over the cell
         carry, y = nnx.jit(lambda m, c, x: m(c, x))(module, carry, xs[:, t])

@@ -45,7 +45,7 @@ def _inputs(cell, params):
     xs = jax.random.normal(keys[0], (*B, T, D))
     lengths = jnp.array([[T, 0, 1], [3, T, 2]])
     reset = jax.random.bernoulli(keys[1], 0.3, (*B, T))
-    carry = jax.tree.map(lambda a: jax.random.normal(keys[2], a.shape), cell.initial_carry(params, B))
+    carry = jax.tree.map(lambda a: jax.random.normal(keys[2], a.shape), cell.default_carry(params, B))
     padded = jnp.arange(T) >= lengths[..., None]
     return jnp.where(padded[..., None], jnp.nan, xs), lengths, reset, carry  # NaN must reach nothing
 
@@ -186,7 +186,7 @@ def test_the_kernels_and_their_gradients_lower_to_pallas_triton(variant):
     options = Options(kernel=pallas.Tuning(interpret=False))
 
     def loss(params, x_tm):
-        carry = cell.initial_carry(params, (32,))
+        carry = cell.default_carry(params, (32,))
         valid = jnp.arange(T)[:, None] < jnp.arange(32)[None, :]
         out = pallas.run(cell, params, x_tm, carry, valid, valid, carry, reverse=True, options=options)
         return sum(jnp.sum(a) for a in jax.tree.leaves(out))

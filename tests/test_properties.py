@@ -26,7 +26,7 @@ from tests import reference
 from tests.conftest import CELLS
 
 # The registry, plus cells whose reset state is learned (non-zero), so that "reset restores
-# cell.initial_carry(params)" is told apart from "reset restores zeros" and from "reset restores initial_carry".
+# cell.default_carry(params)" is told apart from "reset restores zeros" and from "reset restores initial_carry".
 FUZZ_CELLS = CELLS | {
     f"{name}_learned_carry": (functools.partial(CELLS[name][0], learn_initial_carry=True), CELLS[name][1])
     for name in ("lstm", "gru")
@@ -60,7 +60,7 @@ def _setup(name):
         else:  # non-zero biases and learned initial states, so that a dropped term would show
             params[key] = rng.normal(size=shape) / np.sqrt(shape[0] if key == "w_ih" else 2)
     params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
-    return cell, params, jax.tree.map(np.asarray, cell.initial_carry(params))
+    return cell, params, jax.tree.map(np.asarray, cell.default_carry(params))
 
 
 @st.composite
@@ -118,7 +118,7 @@ def _check(case, **override):
     carry, ys = UNROLL(cell, params, np.moveaxis(xs, -2, 0) if time_major else xs, time_major=time_major, **kwargs)
 
     assert ys.shape == ((steps, *batch, H) if time_major else (*batch, steps, H)) and ys.dtype == jnp.float32
-    fresh = jax.tree.map(lambda c: np.broadcast_to(c, (*batch, H)), unbatched)  # cell.initial_carry(params)
+    fresh = jax.tree.map(lambda c: np.broadcast_to(c, (*batch, H)), unbatched)  # cell.default_carry(params)
     flat_carry = lambda c: jax.tree.map(lambda a: np.asarray(a).reshape(-1, H), c)  # noqa: E731
     as_parts = lambda c: tuple(c) if isinstance(c, tuple) else c  # noqa: E731
     finals, expected = reference.run_sequence(
@@ -192,7 +192,7 @@ def test_the_fused_kernels_match_the_numpy_reference(name):
 
 
 # A reset in the padding (at or after a sequence's length) lies outside the sequence and must change nothing:
-# forwards it once replaced the final carry with cell.initial_carry(params), and backwards a reset at step
+# forwards it once replaced the final carry with cell.default_carry(params), and backwards a reset at step
 # `length` threw away initial_carry, because unroll combined `lengths` with `mask` but not with `reset`. The
 # fuzz tests above meet this case by chance; these two meet it every run, in both modes.
 PADDING_CASES = [("lstm", None), ("min_gru", True)]  # the sequential and the parallel mode

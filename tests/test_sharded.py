@@ -57,7 +57,7 @@ _SCRIPT = textwrap.dedent(
                 last, ys = rnnx.unroll(cell, params, xs, lengths=lengths, mask=mask, reset=reset,
                                        initial_carry=h0, reverse=reverse, time_major=True, parallel=True)
             else:
-                fresh = cell.initial_carry(params, (N,))
+                fresh = cell.default_carry(params, (N,))
                 last, ys = unroll_parallel_sharded(cell, params, xs, h0, valid, aligned, fresh,
                                                    reverse=reverse, mesh=mesh)
             return loss(ys, last)

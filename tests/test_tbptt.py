@@ -31,12 +31,12 @@ def xs():
 def test_windowed_forward_equals_one_long_run(net, params, xs):
     long_carry, long_ys = jax.jit(net.apply)(params, xs)
     run = lambda c, x: net.apply(params, x, initial_carry=c)  # noqa: E731
-    carry, ys = jax.jit(lambda x: rnnx.core.tbptt.scan_windows(run, net.initial_carry(params, (B,)), x, K))(xs)
+    carry, ys = jax.jit(lambda x: rnnx.core.tbptt.scan_windows(run, net.default_carry(params, (B,)), x, K))(xs)
     np.testing.assert_allclose(ys, long_ys, atol=1e-6)
     chex.assert_trees_all_close(carry, long_carry, atol=1e-6)
     # The Python-loop form, with a shorter last window (12 = 5 + 5 + 2).
     step = jax.jit(run)
-    carry, outputs = net.initial_carry(params, (B,)), []
+    carry, outputs = net.default_carry(params, (B,)), []
     for (x,) in rnnx.core.tbptt.windows(xs, 5):
         carry, y = step(jax.lax.stop_gradient(carry), x)
         outputs.append(y)
@@ -46,7 +46,7 @@ def test_windowed_forward_equals_one_long_run(net, params, xs):
 
 
 def test_gradients_stop_at_window_boundaries(net, params, xs):
-    start = net.initial_carry(params, (B,))
+    start = net.default_carry(params, (B,))
     run = lambda p, c, x: net.apply(p, x, initial_carry=c)  # noqa: E731
 
     def windowed(p, x):
@@ -82,7 +82,7 @@ def test_first_window_keeps_the_gradient_to_a_learned_initial_carry(xs):
 
     def loss(p):
         run = lambda c, x: net.apply(p, x, initial_carry=c)  # noqa: E731
-        return jnp.sum(rnnx.core.tbptt.scan_windows(run, net.initial_carry(p, (B,)), xs, K)[1] ** 2)
+        return jnp.sum(rnnx.core.tbptt.scan_windows(run, net.default_carry(p, (B,)), xs, K)[1] ** 2)
 
     assert float(jnp.abs(jax.jit(jax.grad(loss))(params)[0][0]["h0"]).max()) > 0.0
 
@@ -129,5 +129,5 @@ def test_stateful_windows_with_resets_equal_one_long_run_with_resets(net, params
     reset = jnp.zeros((B, T), bool).at[0, 6].set(True).at[1, 9].set(True)
     _, long_ys = jax.jit(lambda x: net.apply(params, x, reset=reset))(xs)
     run = lambda c, x, r: net.apply(params, x, initial_carry=c, reset=r)  # noqa: E731
-    _, ys = jax.jit(lambda x: rnnx.core.tbptt.scan_windows(run, net.initial_carry(params, (B,)), x, K, reset))(xs)
+    _, ys = jax.jit(lambda x: rnnx.core.tbptt.scan_windows(run, net.default_carry(params, (B,)), x, K, reset))(xs)
     np.testing.assert_allclose(ys, long_ys, atol=1e-6)

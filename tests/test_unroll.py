@@ -20,7 +20,7 @@ def _np_carry(carry, n):
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_unroll_matches_numpy_reference_with_lengths(cell_name, cell, params, xs, reverse):
-    carry0 = jax.tree.map(lambda c: c + 0.2, cell.initial_carry(params, (B,)))
+    carry0 = jax.tree.map(lambda c: c + 0.2, cell.default_carry(params, (B,)))
     carry, ys = rnnx.unroll(cell, params, xs, lengths=LENGTHS, initial_carry=carry0, reverse=reverse)
     finals, expected = reference.run(
         CELLS[cell_name][1], params, np.asarray(xs), lambda n: _np_carry(carry0, n), lengths=LENGTHS, reverse=reverse
@@ -32,7 +32,7 @@ def test_unroll_matches_numpy_reference_with_lengths(cell_name, cell, params, xs
 
 
 def test_scan_equals_python_loop(cell, params, xs):
-    carry = cell.initial_carry(params, (B,))
+    carry = cell.default_carry(params, (B,))
     ys = []
     for t in range(T):
         carry, y = cell.apply(params, carry, xs[:, t])
@@ -60,7 +60,7 @@ def test_lengths_equal_truncated_runs_and_the_matching_mask(cell, params, xs):
     c, y = rnnx.unroll(cell, params, xs[1, :2])
     np.testing.assert_allclose(ys[1, :2], y, atol=1e-6)
     chex.assert_trees_all_close(jax.tree.map(lambda a: a[1], carry), c, atol=1e-6)
-    chex.assert_trees_all_equal(jax.tree.map(lambda a: a[2], carry), cell.initial_carry(params))  # length 0
+    chex.assert_trees_all_equal(jax.tree.map(lambda a: a[2], carry), cell.default_carry(params))  # length 0
 
 
 def test_reverse_equals_flip(cell, params, xs):

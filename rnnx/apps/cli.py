@@ -107,7 +107,7 @@ def _train(args) -> dict:
 
     try:
         with progress_bar(cfg.steps, enabled=args.progress and lead, bits=args.task == "lm") as on_log:
-            result = experiments.run(cfg, mesh=mesh, on_log=on_log, say=say)  # cfg validated above
+            result = experiments.run(cfg, data_mesh=mesh, on_log=on_log, say=say)  # cfg validated above
     except NonFiniteError as error:
         raise RunFailed(
             f"{error} (this run: --learning-rate {cfg.learning_rate}, --clip-norm {cfg.clip_norm}, --schedule "

@@ -27,6 +27,7 @@ from rnnx.apps.lanes import process_windows as _process_windows  # noqa: F401
 from rnnx.apps.language_modelling import language_model_config as language_model_config
 from rnnx.apps.language_modelling import restore_language_model as restore_language_model
 from rnnx.apps.task import optimizer
+from rnnx.core.deprecation import MESH_RENAME, renamed_argument
 from rnnx.training import distributed
 
 # The two private names above are imported for the tests that reach them here (tests/test_train.py,
@@ -42,7 +43,7 @@ def _quiet(message: str) -> None:
 def run(
     cfg: ClassifierConfig | LanguageModelConfig,
     *,
-    mesh: jax.sharding.Mesh | None = None,
+    data_mesh: jax.sharding.Mesh | None = None,
     on_log: Callable | None = None,
     say: Callable[[str], None] = _quiet,
 ) -> dict:
@@ -50,11 +51,11 @@ def run(
     its results (also written to ``run_dir/results.json``). A finished run's saved results are returned as
     they are.
 
-    ``mesh``: data-parallel training, passed to :func:`rnnx.training.fit`; over several processes, each
-    feeds its rows (lanes) of every global batch, together the one-process run's, and evaluates on its own
-    copy of the params. ``on_log`` receives :func:`rnnx.training.fit`'s records (they also go to
-    ``metrics.jsonl``); ``say`` receives notes on the data and on what runs next. Only process 0 writes
-    files and calls ``on_log`` and ``say``.
+    ``data_mesh``: data-parallel training over its ``"data"`` axis, passed to :func:`rnnx.training.fit`;
+    over several processes, each feeds its rows (lanes) of every global batch, together the one-process
+    run's, and evaluates on its own copy of the params. ``on_log`` receives :func:`rnnx.training.fit`'s
+    records (they also go to ``metrics.jsonl``); ``say`` receives notes on the data and on what runs next.
+    Only process 0 writes files and calls ``on_log`` and ``say``.
     """
     task = _TASKS[type(cfg)]
     lead = distributed.is_lead()
@@ -66,7 +67,7 @@ def run(
     vocab = task.vocabulary(cfg, data)
     if lead:
         vocab.save(directory / "vocab.json")
-    setup = task.build(cfg, data, vocab, lanes(cfg.batch_size, mesh), say)
+    setup = task.build(cfg, data, vocab, lanes(cfg.batch_size, data_mesh), say)
     started = time.perf_counter()
     result = train.fit(
         setup.loss_fn,
@@ -81,7 +82,7 @@ def run(
         checkpoints=run_dir.checkpoints(directory, cfg, setup.net),
         on_log=run_dir.log_to(directory, on_log) if lead else _quiet,
         on_nonfinite=cfg.on_nonfinite,
-        mesh=mesh,
+        data_mesh=data_mesh,
     )
     results = setup.report(result, time.perf_counter() - started, directory if lead else None)
     if lead:
@@ -92,27 +93,32 @@ def run(
 def train_classifier(
     cfg: ClassifierConfig,
     *,
-    mesh: jax.sharding.Mesh | None = None,
+    data_mesh: jax.sharding.Mesh | None = None,
     on_log: Callable | None = None,
     say: Callable[[str], None] = _quiet,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> dict:
     """Validate ``cfg``, then train and evaluate a recurrent text classifier (the arguments as for
-    :func:`run`); return the metrics beside the majority-class and bag-of-words baselines."""
-    return run(_validated(cfg, ClassifierConfig), mesh=mesh, on_log=on_log, say=say)
+    :func:`run`; ``mesh`` is a deprecated alias of ``data_mesh``); return the metrics beside the
+    majority-class and bag-of-words baselines."""
+    data_mesh = renamed_argument("train_classifier", "mesh", mesh, "data_mesh", data_mesh, MESH_RENAME)
+    return run(_validated(cfg, ClassifierConfig), data_mesh=data_mesh, on_log=on_log, say=say)
 
 
 def train_language_model(
     cfg: LanguageModelConfig,
     *,
-    mesh: jax.sharding.Mesh | None = None,
+    data_mesh: jax.sharding.Mesh | None = None,
     on_log: Callable | None = None,
     say: Callable[[str], None] = _quiet,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> dict:
     """Validate ``cfg``, then train a character-level recurrent language model with truncated BPTT (the
-    arguments as for :func:`run`); return bits per character on held-out text beside a smoothed character
-    n-gram model (its order chosen on the validation text). Over several processes, each holds only its
-    lanes of the training stream (and their carry)."""
-    return run(_validated(cfg, LanguageModelConfig), mesh=mesh, on_log=on_log, say=say)
+    arguments as for :func:`run`; ``mesh`` is a deprecated alias of ``data_mesh``); return bits per
+    character on held-out text beside a smoothed character n-gram model (its order chosen on the validation
+    text). Over several processes, each holds only its lanes of the training stream (and their carry)."""
+    data_mesh = renamed_argument("train_language_model", "mesh", mesh, "data_mesh", data_mesh, MESH_RENAME)
+    return run(_validated(cfg, LanguageModelConfig), data_mesh=data_mesh, on_log=on_log, say=say)
 
 
 def _validated(cfg, expected: type):

@@ -1,6 +1,6 @@
 """What each process of a data-parallel run feeds and evaluates.
 
-With a ``mesh`` over the devices of several processes, every process runs the whole experiment (``fit``'s
+With a ``data_mesh`` over the devices of several processes, every process runs the whole experiment (``fit``'s
 steps and orbax's saves are collective, and the same work keeps them in step up to their exit), feeding
 only its slice of each global batch; process 0 alone writes the run's files and says anything.
 """
@@ -12,11 +12,11 @@ from rnnx.apps import data
 from rnnx.training import distributed
 
 
-def lanes(batch_size: int, mesh) -> slice:
+def lanes(batch_size: int, data_mesh) -> slice:
     """The rows of every global batch this process feeds: process ``p`` of the ``n`` whose devices make up
-    ``mesh`` (grouped by process, in process order, as ``jax.devices()`` lists them) feeds rows
+    ``data_mesh`` (grouped by process, in process order, as ``jax.devices()`` lists them) feeds rows
     ``[p * batch_size // n, (p + 1) * batch_size // n)``; all of them without a mesh."""
-    processes = [] if mesh is None else sorted({d.process_index for d in mesh.devices.flat})
+    processes = [] if data_mesh is None else sorted({d.process_index for d in data_mesh.devices.flat})
     if len(processes) <= 1:
         return slice(0, batch_size)
     rows = distributed.process_shard(batch_size, index=processes.index(jax.process_index()), count=len(processes))

@@ -115,7 +115,7 @@ def build(cfg: LanguageModelConfig, texts: Texts, vocab: data.Vocab, lanes: slic
         params=params,
         batches=lambda epoch: windows,
         evaluation=train.Evaluation(evaluate, cfg.eval_every, monitor="bits_per_char", patience=cfg.patience),
-        initial_carry=model.net.initial_carry(params["rnn"], (lanes.stop - lanes.start,)),
+        initial_carry=model.net.default_carry(params["rnn"], (lanes.stop - lanes.start,)),
         report=report,
     )
 
@@ -149,7 +149,7 @@ def _nll_on_stream(model, params, windows):
         logits, carry = model.apply(params, w[:, :-1], carry)
         return carry, losses.masked_cross_entropy(logits, w[:, 1:])
 
-    _, nll = jax.lax.scan(body, model.net.initial_carry(params["rnn"], (windows.shape[1],)), windows)
+    _, nll = jax.lax.scan(body, model.net.default_carry(params["rnn"], (windows.shape[1],)), windows)
     return jnp.mean(nll)
 
 
@@ -218,7 +218,7 @@ def restore_language_model(directory, say: Callable[[str], None] = lambda messag
     # The state fit saved, as the `like` to restore into: its optimiser state's structure comes from the
     # train step of the run's own optimiser.
     params = model.init(jax.random.key(cfg.seed))
-    carry = model.net.initial_carry(params["rnn"], (cfg.batch_size,))
+    carry = model.net.default_carry(params["rnn"], (cfg.batch_size,))
     step = train.make_train_step(loss_fn, optimizer(cfg), clip_norm=cfg.clip_norm or None)
     like = train.initial_state(step, params, carry)
     with checkpoint.manager(directory / "checkpoints", read_only=True) as manager:

@@ -42,6 +42,7 @@ import numpy as np
 from jax.typing import DTypeLike
 
 from rnnx.core._common import check_hidden_size, check_input_size, draw, gate_blocks, input_projection
+from rnnx.core.deprecation import CARRY_RENAME, warn_renamed
 from rnnx.core.typing import BatchShape, Carry, Hidden, Initializer, Key, Params, Projected, Recurrent, Step
 
 # The factory arguments that say how a cell is initialised and in which dtypes it computes: part of
@@ -73,7 +74,9 @@ class Cell:
         applies) and the dtypes (``jnp.dtype``, None for a compute dtype that follows the params).
       gates: ``g``, the number of gate blocks in ``w_ih`` (and ``w_hh``).
       init: ``(key, input_size) -> params``.
-      initial_carry: ``(params, batch_shape=()) -> carry``.
+      default_carry: ``(params, batch_shape=()) -> carry``: the carry a sequence starts from when none is
+        given, zeros ``(*b, h)`` (an ``LSTMCarry`` of two for the LSTM), or the learned ``h0`` (and ``c0``)
+        broadcast to ``batch_shape`` with ``learn_initial_carry=True``.
       project: ``(params, x (*b, d)) -> xp (*b, g*h)``.
       step: ``(params, carry, xp) -> (carry, y (*b, h))``.
       param_shapes: ``(input_size) -> {name: shape}``, what ``init`` returns.
@@ -95,7 +98,7 @@ class Cell:
     spec: tuple[tuple[str, Hashable], ...]
     gates: int = dataclasses.field(compare=False)
     init: Callable[[Key, int], Params] = dataclasses.field(compare=False)
-    initial_carry: Callable[..., Carry] = dataclasses.field(compare=False)
+    default_carry: Callable[..., Carry] = dataclasses.field(compare=False)
     project: Callable[[Params, Step], Projected] = dataclasses.field(compare=False)
     step: Callable[[Params, Carry, Projected], tuple[Carry, Hidden]] = dataclasses.field(compare=False)
     param_shapes: Callable[[int], dict[str, tuple[int, ...]]] = dataclasses.field(compare=False)
@@ -120,6 +123,11 @@ class Cell:
     def apply(self, params: Params, carry: Carry, x: Step) -> tuple[Carry, Hidden]:
         """One time step: ``(carry, x (*b, d)) -> (carry, y (*b, h))``."""
         return self.step(params, carry, self.project(params, x))
+
+    def initial_carry(self, params: Params, batch_shape: BatchShape = ()) -> Carry:
+        """Deprecated alias of :attr:`default_carry`, removed in rnnx 0.3."""
+        warn_renamed("Cell.initial_carry(params, batch_shape)", "Cell.default_carry", CARRY_RENAME)
+        return self.default_carry(params, batch_shape)
 
     def __repr__(self) -> str:
         shown = [(k, v) for k, v in self.spec if k not in _SETUP or not _is_default(k, v)]
@@ -250,7 +258,7 @@ def _make_cell(
     def compute(params):
         return params if dtype is None else jax.tree.map(lambda p: p.astype(dtype), params)
 
-    def initial_carry(params, batch_shape: BatchShape = ()):
+    def default_carry(params, batch_shape: BatchShape = ()):
         carry_dtype = params["w_hh"].dtype if dtype is None else dtype
         shape = (*tuple(batch_shape), h)
         states = [
@@ -274,7 +282,7 @@ def _make_cell(
         spec=(*config.items(), *setup.items()),
         gates=gates,
         init=init,
-        initial_carry=initial_carry,
+        default_carry=default_carry,
         project=project,
         step=step,
         param_shapes=param_shapes,
@@ -317,7 +325,7 @@ def simple_rnn(
     >>> import jax, jax.numpy as jnp, rnnx
     >>> cell = rnnx.simple_rnn(4)
     >>> params = cell.init(jax.random.key(0), 3)
-    >>> carry, y = cell.apply(params, cell.initial_carry(params, (2,)), jnp.ones((2, 3)))
+    >>> carry, y = cell.apply(params, cell.default_carry(params, (2,)), jnp.ones((2, 3)))
     >>> y.shape
     (2, 4)
     """
@@ -384,7 +392,7 @@ def lstm(
     >>> import jax, jax.numpy as jnp, rnnx
     >>> cell = rnnx.lstm(4)
     >>> params = cell.init(jax.random.key(0), 3)
-    >>> carry, y = cell.apply(params, cell.initial_carry(params), jnp.ones(3))
+    >>> carry, y = cell.apply(params, cell.default_carry(params), jnp.ones(3))
     >>> carry.c.shape, y.shape
     ((4,), (4,))
     """

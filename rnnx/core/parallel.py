@@ -232,7 +232,7 @@ def _make_min_cell(name, hidden_size, gates, coefficients, kernel_init, bias_ini
             "b": draw(bias_init, k_b, (gh,), param_dtype),
         }
 
-    def initial_carry(params, batch_shape: BatchShape = ()):
+    def default_carry(params, batch_shape: BatchShape = ()):
         return jnp.zeros((*tuple(batch_shape), h), params["w_ih"].dtype if dtype is None else dtype)
 
     def project(params, x):
@@ -248,7 +248,7 @@ def _make_min_cell(name, hidden_size, gates, coefficients, kernel_init, bias_ini
         spec=spec,
         gates=gates,
         init=init,
-        initial_carry=initial_carry,
+        default_carry=default_carry,
         project=project,
         step=step,
         param_shapes=param_shapes,

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from rnnx.core.backends import cudnn, resolver
 from rnnx.core.backends.call import Call
 from rnnx.core.cells import Cell
+from rnnx.core.deprecation import CARRY_RENAME, warn_renamed
 from rnnx.core.typing import BatchShape, Carry, Inputs, Key, Lengths, Mask, Outputs, StackParams
 from rnnx.core.unroll import unroll
 
@@ -54,8 +55,15 @@ class Stack:
         sizes = [input_size] + [self.output_size] * (self.num_layers - 1)
         return [[self.cell.param_shapes(size)] * self.num_directions for size in sizes]
 
+    def default_carry(self, params: StackParams, batch_shape: BatchShape = ()) -> tuple[Carry, ...]:
+        """The carry a call starts from when none is given: each cell's :attr:`rnnx.Cell.default_carry`, in
+        ``h_n`` order."""
+        return tuple(self.cell.default_carry(p, batch_shape) for layer in params for p in layer)
+
     def initial_carry(self, params: StackParams, batch_shape: BatchShape = ()) -> tuple[Carry, ...]:
-        return tuple(self.cell.initial_carry(p, batch_shape) for layer in params for p in layer)
+        """Deprecated alias of :meth:`default_carry`, removed in rnnx 0.3."""
+        warn_renamed("Stack.initial_carry(params, batch_shape)", "Stack.default_carry", CARRY_RENAME)
+        return self.default_carry(params, batch_shape)
 
     def apply(
         self,

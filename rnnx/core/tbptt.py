@@ -75,7 +75,7 @@ def scan_windows(
       fn: ``(carry, xs_w, *per_step_w) -> (carry, ys_w)``, e.g.
         ``lambda c, x: net.apply(params, x, initial_carry=c)``. ``ys_w`` has ``xs``'s layout
         (``(*b, k, ...)``), so the windows' outputs concatenate along time.
-      carry: the carry before the first window (e.g. ``net.initial_carry(params, b)``).
+      carry: the carry before the first window (e.g. ``net.default_carry(params, b)``).
       xs: ``(*b, t, d)`` (``(t, *b, d)`` if ``time_major``); ``t`` must be a multiple of ``window``.
       *per_step: arrays aligned with ``xs`` on ``(*b, t)``, sliced into the same windows.
 
@@ -89,7 +89,7 @@ def scan_windows(
     >>> params = net.init(jax.random.key(0), 3)
     >>> xs = jax.random.normal(jax.random.key(1), (2, 12, 3))
     >>> run = lambda c, x: net.apply(params, x, initial_carry=c)
-    >>> carry, ys = rnnx.core.tbptt.scan_windows(run, net.initial_carry(params, (2,)), xs, 4)
+    >>> carry, ys = rnnx.core.tbptt.scan_windows(run, net.default_carry(params, (2,)), xs, 4)
     >>> bool(jnp.allclose(ys, net.apply(params, xs)[1], atol=1e-6))
     True
     """

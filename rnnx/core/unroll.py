@@ -22,7 +22,10 @@ from rnnx.core.backends import resolver
 from rnnx.core.backends.call import Call, Options
 from rnnx.core.backends.scan import default_hoist
 from rnnx.core.cells import Cell
+from rnnx.core.deprecation import MESH_RENAME, renamed_argument
 from rnnx.core.typing import Carry, Inputs, Lengths, Mask, Outputs, Params
+
+SEQ_AXIS = "seq"  # the axis of seq_mesh that splits time (rnnx.core.backends.sharded's default)
 
 
 def unroll(
@@ -40,8 +43,9 @@ def unroll(
     remat: bool = False,
     hoist: bool | None = None,
     parallel: bool | None = None,
-    mesh: Mesh | None = None,
+    seq_mesh: Mesh | None = None,
     backend: str = "auto",
+    mesh: Mesh | None = None,
 ) -> tuple[Carry, Outputs]:
     """Scan ``cell`` over the time axis of ``xs``.
 
@@ -55,11 +59,11 @@ def unroll(
       mask: boolean ``(*b, t)`` (``(t, *b)`` if ``time_major``), gaps allowed: the carry passes through
         masked steps unchanged and their outputs are zero. Combines with ``lengths`` by logical and.
       reset: boolean, shaped like ``mask``: True where a new sequence starts. The carry is set back to
-        ``cell.initial_carry(params)`` before that step (after it, in reverse order, so each segment runs
+        ``cell.default_carry(params)`` before that step (after it, in reverse order, so each segment runs
         fresh in either direction); also at a masked step, whose reset carries to the next step. Resets at
         steps ``>= length`` are ignored: they lie outside the sequence.
-      initial_carry: the carry before the first step, shaped like ``cell.initial_carry(params, b)``.
-        Default ``cell.initial_carry(params, b)``.
+      initial_carry: the carry before the first step, shaped like ``cell.default_carry(params, b)``.
+        Default ``cell.default_carry(params, b)``.
       reverse: run from the last step to the first; outputs stay aligned with their inputs.
       time_major: the layout of ``xs``, ``ys`` and ``mask``.
       unroll: steps per scan iteration (``jax.lax.scan``'s ``unroll``).
@@ -74,10 +78,11 @@ def unroll(
         depth pays; on a CPU, which runs one step cheaply, the sequential mode can be as fast or faster
         (``python -m benchmarks.parallel``; results in ``benchmarks/results/`` and the README).
 
-      mesh: a ``jax.sharding.Mesh`` with an axis named ``seq``: split the time axis over its devices
+      seq_mesh: a ``jax.sharding.Mesh`` with an axis named ``seq``: split the time axis over its devices
         (sequence parallelism, :mod:`rnnx.core.backends.sharded`), each device scanning its chunk and one collective
         carrying the state between chunks. Only for the parallel mode; ``t`` must divide by the number of
-        devices along ``seq`` (pad with masked steps, which change nothing).
+        devices along ``seq`` (pad with masked steps, which change nothing). (Not ``fit``'s ``data_mesh``,
+        which splits the batch.)
 
       backend: ``"scan"``: ``lax.scan`` (or the parallel scan); ``"cudnn"``: cuDNN's fused LSTM
         (:mod:`rnnx.core.backends.cudnn`), for ``rnnx.lstm`` on a GPU with float32 compute, forward
@@ -88,8 +93,10 @@ def unroll(
         for this device kind, cell, dtype and shape (:mod:`rnnx.core.backends.table`), the scan where nothing
         was measured. ``unroll``, ``remat`` and ``hoist`` apply to the scan only.
 
-    ``unroll``, ``remat``, ``hoist``, ``parallel``, ``mesh`` and ``backend`` never change the results (beyond
-    float rounding).
+      mesh: deprecated alias of ``seq_mesh``, removed in rnnx 0.3.
+
+    ``unroll``, ``remat``, ``hoist``, ``parallel``, ``seq_mesh`` and ``backend`` never change the results
+    (beyond float rounding).
 
     Returns:
       ``(carry, ys)``: the final carry and the outputs ``(*b, t, h)``.
@@ -101,6 +108,7 @@ def unroll(
     >>> ys.shape, carry.shape, float(jnp.abs(ys[1, 2:]).max())
     ((2, 5, 8), (2, 8), 0.0)
     """
+    mesh = _check_seq_mesh(renamed_argument("rnnx.unroll", "mesh", mesh, "seq_mesh", seq_mesh, MESH_RENAME))
     input_size = check_params(cell, params)
     parallel = _check_parallel(cell, parallel, mesh)
     xs = _check_xs(xs, input_size)
@@ -110,7 +118,7 @@ def unroll(
     reset = _check_bool("reset", reset, batch_shape, steps, time_major)
     if reset is not None and in_sequence is not None:  # a step past the length is no sequence's start
         reset = reset & in_sequence
-    init = cell.initial_carry(params, batch_shape)
+    init = cell.default_carry(params, batch_shape)
     carry = init if initial_carry is None else _check_carry(initial_carry, init)
     call = Call(cell, [[params]], xs, time_major, reverse=reverse, mask=mask is not None, reset=reset is not None,
                 initial_carry=initial_carry, parallel=parallel, mesh=mesh)  # fmt: skip
@@ -135,7 +143,7 @@ def unroll(
     reset_tm = None if reset is None else to_tm(reset)
     if reset_tm is not None and reverse:
         reset_tm = jnp.concatenate([reset_tm[1:], jnp.zeros_like(reset_tm[:1])])
-    fresh = jax.tree.map(flat, cell.initial_carry(params, batch_shape)) if reset is not None else None
+    fresh = jax.tree.map(flat, cell.default_carry(params, batch_shape)) if reset is not None else None
 
     options = Options(unroll=unroll, remat=remat, hoist=hoist, mesh=mesh)
     run = resolver.MODULES[name].run
@@ -146,12 +154,21 @@ def unroll(
     return carry, (ys if time_major else jnp.moveaxis(ys, 0, -2))
 
 
+def _check_seq_mesh(mesh: Mesh | None) -> Mesh | None:
+    if mesh is not None and SEQ_AXIS not in mesh.axis_names:
+        raise ValueError(
+            f"seq_mesh must have an axis named {SEQ_AXIS!r} (time is split over it), received axes "
+            f"{tuple(mesh.axis_names)}"
+        )
+    return mesh
+
+
 def _check_parallel(cell, parallel, mesh):
     if parallel not in (None, True, False):
         raise ValueError(f"parallel must be None, True or False, received {parallel!r}")
     if mesh is not None and (cell.coefficients is None or parallel is False):
         raise ValueError(
-            f"mesh= splits time over devices, which needs the parallel mode of a parallel-scan cell "
+            f"seq_mesh= splits time over devices, which needs the parallel mode of a parallel-scan cell "
             f"(rnnx.min_gru, rnnx.min_lstm); received a {cell.name} cell with parallel={parallel!r}"
         )
     if parallel and cell.coefficients is None:

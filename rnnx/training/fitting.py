@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import optax
 
+from rnnx.core.deprecation import MESH_RENAME, renamed_argument
 from rnnx.training import checkpoint, distributed
 from rnnx.training.hooks import NONFINITE_POLICIES, Checkpoints, Evaluation, FitResult
 from rnnx.training.loop import FitState, Loop, emit, initial_state
@@ -36,6 +37,7 @@ def fit(
     log_every: int = 20,
     on_log: Callable[[dict], Any] | None = None,
     on_nonfinite: str = "raise",
+    data_mesh: jax.sharding.Mesh | None = None,
     mesh: jax.sharding.Mesh | None = None,
 ) -> FitResult:
     """Train for ``steps`` updates, resuming from the newest checkpoint in ``checkpoints.directory`` that
@@ -78,8 +80,8 @@ def fit(
         records' ``"skipped"``) and goes on, stopping with :class:`NonFiniteError` after
         ``MAX_CONSECUTIVE_SKIPS`` skips in a row. A non-finite monitored evaluation always raises: a diverged
         model is never kept as the best, and the initial params are never returned as a result.
-      mesh: data-parallel training over the mesh axis ``"data"``: every batch leaf (and a stateful loss's
-        carry) is split along its leading batch axis with ``NamedSharding(mesh, P("data"))``; params,
+      data_mesh: data-parallel training over the mesh axis ``"data"``: every batch leaf (and a stateful
+        loss's carry) is split along its leading batch axis with ``NamedSharding(data_mesh, P("data"))``; params,
         optimiser state and the best params are replicated (``P()``). ``jit`` partitions the step, so XLA
         inserts the gradient all-reduce; the result equals the one-device run to float32 round-off (the
         order of the sums differs). A batch size that does not divide over the axis is refused with a
@@ -89,7 +91,9 @@ def fit(
         every process calls ``fit`` with the same arguments except the data: its batches and
         ``initial_carry`` are its own slice of the global batch (e.g. the examples of
         :func:`rnnx.training.distributed.process_shard`), all of the same size, and it must take as many
-        batches per epoch as the others. The global batch is the processes' slices in mesh order.
+        batches per epoch as the others. The global batch is the processes' slices in mesh order. (Not
+        ``rnnx.unroll``'s ``seq_mesh``, which splits time.)
+      mesh: deprecated alias of ``data_mesh``, removed in rnnx 0.3.
 
     Raises:
       NonFiniteError: see ``on_nonfinite``; nothing non-finite was saved, and the last checkpoint is intact.
@@ -102,8 +106,9 @@ def fit(
         raise ValueError(f"mode must be 'min' or 'max', received {evaluation.mode!r}")
     if on_nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, received {on_nonfinite!r}")
+    data_mesh = renamed_argument("rnnx.training.fit", "mesh", mesh, "data_mesh", data_mesh, MESH_RENAME)
     train_step = make_train_step(loss_fn, default_optimizer() if optimizer is None else optimizer, clip_norm=clip_norm)
-    place = Placement(mesh) if mesh is not None else None
+    place = Placement(data_mesh) if data_mesh is not None else None
     if place is not None:
         initial_carry = place.batch(initial_carry, "initial_carry")
     state = initial_state(train_step, params, initial_carry)

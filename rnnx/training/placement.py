@@ -16,11 +16,14 @@ DATA_AXIS = "data"
 
 
 class Placement:
-    """Where :func:`rnnx.training.fit` puts things on a data-parallel ``mesh``."""
+    """Where :func:`rnnx.training.fit` puts things on a data-parallel ``data_mesh``."""
 
     def __init__(self, mesh: jax.sharding.Mesh):
         if DATA_AXIS not in mesh.axis_names:
-            raise ValueError(f"mesh must have an axis named {DATA_AXIS!r}, received axes {tuple(mesh.axis_names)}")
+            raise ValueError(
+                f"data_mesh must have an axis named {DATA_AXIS!r}, received axes {tuple(mesh.axis_names)} (the batch "
+                "is split over it)"
+            )
         self.devices = mesh.shape[DATA_AXIS]
         self.processes = len({d.process_index for d in mesh.devices.flat})  # that feed the mesh
         self.split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))

@@ -32,7 +32,7 @@ class Call:
       initial_carry: the initial carry as given (None: the cells' default).
       dropout: the rate of dropout between layers where it is active (a key was given), else 0.
       parallel: ``unroll``'s ``parallel`` after its check (True: the parallel scan).
-      mesh: ``unroll``'s ``mesh``, or None.
+      mesh: ``unroll``'s ``seq_mesh``, or None.
       platform: where the call runs; None: the platform of ``xs``, else ``jax.default_backend()``.
     """
 
@@ -74,7 +74,7 @@ class Call:
     @property
     def dtype(self) -> jnp.dtype:
         """The compute dtype: the dtype of the cell's carry."""
-        return jnp.dtype(jax.tree.leaves(self.cell.initial_carry(self.params[0][0]))[0].dtype)
+        return jnp.dtype(jax.tree.leaves(self.cell.default_carry(self.params[0][0]))[0].dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +82,7 @@ class Options:
     """The knobs of the scan family, as ``rnnx.unroll`` takes them; other backends ignore them.
 
     ``unroll``, ``remat`` and ``hoist`` are the sequential scan's, ``remat`` also the parallel scan's,
-    ``mesh`` the sequence-parallel scan's, and ``kernel`` the fused kernels' layout
+    ``mesh`` (``unroll``'s ``seq_mesh``) the sequence-parallel scan's, and ``kernel`` the fused kernels' layout
     (:class:`rnnx.core.backends.pallas.Tuning`; None: its defaults).
     """
 

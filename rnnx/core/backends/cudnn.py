@@ -184,7 +184,7 @@ def apply(net, params, xs, *, lengths=None, initial_carry=None, precision=None, 
                 raise ValueError(f"lengths must lie in [0, {steps}] (the number of time steps), received min {low}, "
                                  f"max {high}")  # fmt: skip
         lengths = lengths.reshape(n)
-    default = tuple(net.cell.initial_carry(p, batch_shape) for layer in params for p in layer)
+    default = tuple(net.cell.default_carry(p, batch_shape) for layer in params for p in layer)
     carry0 = default if initial_carry is None else _check_carry(initial_carry, default)
     flat = [jax.tree.map(lambda a: a.reshape(n, -1), c) for c in carry0]
     x = xs.reshape(n, steps, input_size)

@@ -103,7 +103,7 @@ def unsupported(call: Call) -> str | None:
             f"keeps on chip; hidden_size <= {largest} fits, or use backend='scan'"
         )
     if call.mesh is not None:
-        return "mesh= splits time over devices, which is the sequence-parallel scan's; the fused kernels run on one"
+        return "seq_mesh= splits time over devices, which is the sequence-parallel scan's; the fused kernels run on one"
     return None
 
 

@@ -7,13 +7,13 @@ name          what runs                                                         
 ============  ==========================================================================  ======================
 ``scan``      ``lax.scan`` of ``cell.step``                                              ``backends.scan``
 ``parallel``  one associative scan of a linear recurrence (minGRU, minLSTM)               ``backends.parallel_scan``
-``sharded``   the parallel scan with time split over ``mesh=``                            ``backends.sharded``
+``sharded``   the parallel scan with time split over ``seq_mesh=``                        ``backends.sharded``
 ``cudnn``     cuDNN's fused LSTM, a whole stack in one call (``jax.experimental.rnn``)    ``backends.cudnn``
 ``pallas``    fused Pallas kernels that loop over time on chip                            ``backends.pallas``
 ============  ==========================================================================  ======================
 
 ``backend=`` takes ``"auto"``, ``"scan"``, ``"cudnn"`` or ``"pallas"``. ``"scan"`` names the scan family:
-the parallel scan for parallel-scan cells (``parallel=``), sharded with ``mesh=``, the sequential scan
+the parallel scan for parallel-scan cells (``parallel=``), sharded with ``seq_mesh=``, the sequential scan
 otherwise. ``"cudnn"`` and ``"pallas"`` run where they compute the call exactly and raise a ValueError
 naming the reason elsewhere; nothing falls back silently from an explicit choice. ``"auto"`` runs what the
 committed measurements (:mod:`rnnx.core.backends.table`) found fastest on this device kind, cell, dtype and

@@ -52,7 +52,7 @@ else:  # pragma: no cover - older jax
 
 def unsupported(call: Call) -> str | None:
     if call.mesh is None:
-        return "the sequence-parallel scan splits time over the devices of mesh=, and none was given"
+        return "the sequence-parallel scan splits time over the devices of seq_mesh=, and none was given"
     if call.cell.coefficients is None:
         name = call.cell.name
         return f"the sequence-parallel scan needs a parallel-scan cell (rnnx.min_gru, rnnx.min_lstm), received {name}"
