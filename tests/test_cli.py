@@ -169,13 +169,19 @@ TINY_LM = ["--hidden", "16", "--embed", "8", "--layers", "1", "--window", "16", 
 TINY_LM += ["--ngram-orders", "2", "--eval-chars", "500", "--eval-every", "20", "--no-progress"]
 
 
+@pytest.fixture
+def text(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text("to be or not to be, that is the question.\n" * 200)
+    return path
+
+
 def _train_lm(text, run_dir, steps: int, *extra) -> int:
     return main(["train", "--dataset", str(text), "--steps", str(steps), "--run-dir", str(run_dir), *TINY_LM, *extra])
 
 
-def test_a_finished_run_trains_on_with_more_steps(tmp_path, capsys):
-    text, run_dir = tmp_path / "text.txt", tmp_path / "lm"
-    text.write_text("to be or not to be, that is the question.\n" * 200)
+def test_a_finished_run_trains_on_with_more_steps(tmp_path, text, capsys):
+    run_dir = tmp_path / "lm"
     assert _train_lm(text, run_dir, 40, "--schedule", "constant") == 0
     capsys.readouterr()
     assert _train_lm(text, run_dir, 60, "--schedule", "constant") == 0
@@ -192,9 +198,8 @@ def test_a_finished_run_trains_on_with_more_steps(tmp_path, capsys):
     assert "other settings, {'hidden': (16, 32)}" in capsys.readouterr().err
 
 
-def test_a_cosine_run_refuses_more_steps_saying_why_and_what_to_pass(tmp_path, capsys):
-    text, run_dir = tmp_path / "text.txt", tmp_path / "lm"
-    text.write_text("to be or not to be, that is the question.\n" * 200)
+def test_a_cosine_run_refuses_more_steps_saying_why_and_what_to_pass(tmp_path, text, capsys):
+    run_dir = tmp_path / "lm"
     assert _train_lm(text, run_dir, 20, "--schedule", "cosine") == 0
     capsys.readouterr()
     assert _train_lm(text, run_dir, 30, "--schedule", "cosine") == 2
