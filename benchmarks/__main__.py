@@ -104,13 +104,14 @@ def gpu_plan(
     tiny: bool = False,
     base: dict | None = None,
     headline_steps: tuple[int, ...] | None = None,
+    modes: tuple[str, ...] = MODES,
 ) -> list[Job]:
     """The GPU suite's configurations, most valuable first.
 
     The headline shape at each of ``headline_steps`` (the first with every contender, the others with the sweep
-    contenders), every mode, ordered: float32 before bfloat16, the goal cells before the others, short before
-    long. Then per sweep axis and value, each sweep cell in float32 and bfloat16 side by side, forward and
-    training step, with fewer repeats; a configuration the headline already holds is not repeated.
+    contenders), in ``modes``, ordered: float32 before bfloat16, the goal cells before the others, short before
+    long. Then per sweep axis and value, each sweep cell in float32 and bfloat16 side by side, in those of
+    ``modes`` among forward and training step, with fewer repeats; a configuration the headline holds is not repeated.
     """
     base = dict(TINY if tiny else (base or HEADLINE))
     default_steps = HEADLINE_STEPS if base["steps"] == HEADLINE["steps"] else (base["steps"],)
@@ -124,8 +125,9 @@ def gpu_plan(
         )
         for dtype, cell, t in order:
             config = Config(cell, **(base | {"steps": t}), dtype=dtype)
-            jobs.append(Job("headline", config, tuple(peers if t == steps[0] else sweep_peers), MODES, repeats))
+            jobs.append(Job("headline", config, tuple(peers if t == steps[0] else sweep_peers), modes, repeats))
     planned = {j.config for j in jobs}
+    sweep_modes = tuple(m for m in SWEEP_MODES if m in modes)
     for axis, values in sweeps.items():
         if axis not in parts:
             continue
@@ -134,7 +136,7 @@ def gpu_plan(
                 for dtype in dtypes:
                     cfg = Config(cell, **(base | {axis: value}), dtype=dtype)
                     if cfg not in planned:
-                        jobs.append(Job(f"sweep-{axis}", cfg, tuple(sweep_peers), SWEEP_MODES, max(3, repeats // 3)))
+                        jobs.append(Job(f"sweep-{axis}", cfg, tuple(sweep_peers), sweep_modes, max(3, repeats // 3)))
     return jobs
 
 
@@ -326,7 +328,9 @@ def parse_args(argv=None):
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="one dtype (same as --dtypes)")
     parser.add_argument("--dtypes", help="comma-separated; default float32 (CPU suite), float32,bfloat16 (GPU)")
     parser.add_argument("--remat", action="store_true", help="rnnx rematerialises each step")
-    parser.add_argument("--modes", default=",".join(DEFAULT_MODES), help=f"CPU suite: subset of {list(MODES)}")
+    parser.add_argument(
+        "--modes", help=f"subset of {list(MODES)}; default forward,train (CPU suite), all three (GPU headline)"
+    )
     parser.add_argument("--peers", help=f"comma-separated subset of {list(PEERS)}")
     parser.add_argument("--sweep-peers", default=",".join(SWEEP_PEERS), help="GPU suite: peers of the sweeps")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 15; --tiny 2)")
@@ -349,7 +353,7 @@ def parse_args(argv=None):
     args.sweep_cells = _split(args.sweep_cells, ())
     args.parts = _split(args.parts, GPU_PARTS)
     args.dtypes = _split(args.dtypes or args.dtype, ("float32", "bfloat16") if gpu else ("float32",))
-    args.modes = _split(args.modes, DEFAULT_MODES)
+    args.modes = _split(args.modes, MODES if gpu else DEFAULT_MODES)
     args.headline_steps = tuple(int(t) for t in _split(args.headline_steps, ())) or None
     args.peers = _split(args.peers, GPU_PEERS if gpu else CPU_PEERS)
     args.sweep_peers = _split(args.sweep_peers, SWEEP_PEERS)
@@ -379,6 +383,7 @@ def main(argv=None):
             args.tiny,
             base,
             args.headline_steps,
+            args.modes,
         )
     else:
         base = TINY if args.tiny else base

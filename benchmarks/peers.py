@@ -14,6 +14,7 @@ orthogonal initialiser's QR has no bfloat16 kernel; Equinox: the model cast with
 """
 
 import dataclasses
+import functools
 import importlib.util
 import inspect
 import time
@@ -318,6 +319,7 @@ def build_torch(cfg: Config, modes=MODES) -> Contender:
 
 PEERS = {
     "rnnx": build_rnnx,  # the scan path (backend="scan" once rnnx has the argument)
+    **{f"rnnx-unroll{u}": functools.partial(build_rnnx, unroll=u) for u in (4, 8, 16)},  # benchmarks.scan_tuning
     "rnnx-auto": build_rnnx_auto,
     "rnnx-cudnn": build_rnnx_cudnn,
     "rnnx-pallas": build_rnnx_backend,  # off a GPU: Pallas's interpreter (slow; tiny shapes only)

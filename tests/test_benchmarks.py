@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import pytest
 
 import rnnx
-from benchmarks import goals, hlo, report, roofline
+from benchmarks import goals, hlo, report, roofline, scan_tuning
 from benchmarks.__main__ import SWEEP_PEERS, Job, gpu_plan, main, run_config
 from benchmarks.peers import PEERS, Config, Contender, Unsupported, build_rnnx
 
@@ -408,3 +408,17 @@ def test_every_peer_takes_registry_names():
 def test_device_script_parses():
     script = Path(__file__).parent.parent / "benchmarks" / "device.sh"
     subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_scan_tuning_runs_each_flag_setting_in_its_own_process_and_records_a_refused_flag(tmp_path, monkeypatch):
+    monkeypatch.setitem(scan_tuning.SETTINGS, "bogus", "--xla_gpu_no_such_flag=1")
+    argv = ["--tiny", "--cells", "lstm", "--steps", "4", "--modes", "forward", "--settings", "default,bogus"]
+    result = scan_tuning.main(argv + ["--budget-seconds", "200", "--out", str(tmp_path)])
+    assert result["settings"]["default"]["returncode"] == 0
+    assert {(r["unroll"], r["mode"], r["status"]) for r in result["rows"]} == {
+        (u, "forward", "ok") for u in (1, 4, 8, 16)
+    }
+    bogus = result["settings"]["bogus"]
+    assert bogus["returncode"] != 0 and "Unknown flag in XLA_FLAGS: --xla_gpu_no_such_flag=1" in bogus["error"]
+    text = (tmp_path / "scan_tuning-cpu.md").read_text()
+    assert "| lstm | 4 | forward | 16 |" in text and "| bogus | `--xla_gpu_no_such_flag=1` |" in text
