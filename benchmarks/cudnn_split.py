@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 import rnnx
 from benchmarks.timing import time_interleaved
-from rnnx.core import cudnn
+from rnnx.core.backends import cudnn
 
 
 def jax_fns(steps, batch=64, inputs=300, hidden=128):

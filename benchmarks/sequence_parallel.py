@@ -1,4 +1,4 @@
-"""Memory per device of the sequence-parallel scan (``rnnx.core.sharded``) against the one-device scan.
+"""Memory per device of the sequence-parallel scan (``rnnx.core.backends.sharded``) against the one-device scan.
 
     python -m benchmarks.sequence_parallel [--steps 65536 --batch 8 --hidden 128 --input 128 --budget-gib 1]
 
@@ -33,7 +33,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import rnnx  # noqa: E402
-from rnnx.core.sharded import sharded_linear_scan, unroll_parallel_sharded  # noqa: E402
+from rnnx.core.backends.sharded import sharded_linear_scan, unroll_parallel_sharded  # noqa: E402
 
 GIB = 2**30
 

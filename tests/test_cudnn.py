@@ -4,6 +4,8 @@
 with ``jax.experimental.rnn.lstm_ref`` (pure JAX) in place of the cuDNN kernel.
 """
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -12,7 +14,8 @@ import pytest
 from jax.experimental import rnn as jrnn
 
 import rnnx
-from rnnx.core import cudnn
+from rnnx.core.backends import cudnn, resolver, table
+from rnnx.core.backends.call import Call
 from tests.conftest import require_torch
 
 B, T, D, H = 3, 5, 4, 6
@@ -310,7 +313,7 @@ def test_backend_auto_is_the_scan_off_a_gpu_and_cudnn_refuses_with_the_reason():
     with pytest.raises(ValueError, match="backend must be one of"):
         net.apply(params, xs, backend="cuda")
     cell = rnnx.gru(6)
-    with pytest.raises(ValueError, match="a gru cell"):
+    with pytest.raises(ValueError, match="rnnx.lstm cells only, received a gru"):
         rnnx.unroll(cell, cell.init(jax.random.key(0), 4), xs, backend="cudnn")
     with pytest.raises(ValueError, match="reverse=True alone"):
         rnnx.unroll(net.cell, params[0][0], xs, reverse=True, backend="cudnn")
@@ -322,17 +325,24 @@ def test_backend_auto_is_the_scan_off_a_gpu_and_cudnn_refuses_with_the_reason():
 
 @pytest.mark.parametrize(
     ("conditions", "reason"),
-    [
-        (dict(mask=np.ones((3, 5), bool)), "not a mask"),
-        (dict(reset=np.zeros((3, 5), bool)), "reset"),
-        (dict(key=jax.random.key(0)), "dropout=0.5 between layers is active"),
-    ],
+    [(dict(mask=True), "not a mask"), (dict(reset=True), "reset"), (dict(dropout=0.5), "dropout=0.5 between layers")],
 )
-def test_explicit_cudnn_names_each_reason_it_cannot_honour(conditions, reason):
+def test_explicit_cudnn_names_each_reason_it_cannot_honour(conditions, reason, monkeypatch):
     net = rnnx.stacked(rnnx.lstm(6), 2, dropout=0.5)
     params = net.init(jax.random.key(0), 4)
-    with pytest.raises(ValueError, match=reason):
-        cudnn.use_cudnn("cudnn", net, params, None, platform="gpu", **conditions)
-    assert not cudnn.use_cudnn("auto", net, params, None, platform="gpu", **conditions)
-    assert cudnn.use_cudnn("auto", net, params, None, platform="gpu")
-    assert not cudnn.use_cudnn("scan", net, params, None, platform="gpu")
+    xs = jnp.zeros((3, 5, 4))
+    call = functools.partial(Call, net.cell, params, xs, num_layers=2, platform="gpu")
+    with pytest.raises(ValueError, match=f"backend='cudnn' cannot run this call: .*{reason}"):
+        resolver.choose(call(**conditions), "cudnn")
+    assert resolver.choose(call(), "cudnn") == "cudnn"
+    assert resolver.choose(call(), "scan") == "scan"
+    # "auto" takes cuDNN only where the table measured it faster than the scan, and only where it can run.
+    faster = {"scan": {"forward": 2.0, "train": 9.0}, "cudnn": {"forward": 1.0, "train": 8.0}}
+    row = dict(device=table.device_key(jax.devices()[0].device_kind), cell="lstm", dtype="float32", B=3, T=5, H=6)
+    assert resolver.choose(call(), "auto") == "scan"  # no measurement for this device kind
+    monkeypatch.setattr(table, "entries", lambda: [row | {"ms": faster}])
+    assert resolver.choose(call(), "auto") == "cudnn"
+    assert resolver.choose(call(**conditions), "auto") == "scan"
+    slower = faster | {"cudnn": {"forward": 1.0, "train": 9.5}}  # faster forward, slower training: never
+    monkeypatch.setattr(table, "entries", lambda: [row | {"ms": slower}])
+    assert resolver.choose(call(), "auto") == "scan"

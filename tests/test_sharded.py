@@ -1,4 +1,4 @@
-"""The sequence-parallel scan (:mod:`rnnx.core.sharded`) equals the one-device scan, values and gradients.
+"""The sequence-parallel scan (:mod:`rnnx.core.backends.sharded`) equals the one-device scan, values and gradients.
 
 Several devices need ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` before jax starts, so the
 equivalence cases run in ONE subprocess (never in this process) that compiles each case once and prints the
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from rnnx.core.sharded import sharded_linear_scan
+from rnnx.core.backends.sharded import sharded_linear_scan
 
 DEVICES = (2, 4, 8)
 CASES = ("linear_scan", "min_gru", "min_lstm")
@@ -27,7 +27,7 @@ _SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import AxisType
     import rnnx
-    from rnnx.core.sharded import sharded_linear_scan, unroll_parallel_sharded
+    from rnnx.core.backends.sharded import sharded_linear_scan, unroll_parallel_sharded
 
     T, N, D, H = 16, 3, 4, 5  # T divides by 2, 4 and 8
     rng = np.random.default_rng(0)

@@ -10,6 +10,12 @@ input projection happens without a second copy of any equation:
   recurrence, so it may run once over the whole sequence ("hoisted") or inside each step.
 * ``step(params, carry, xp) -> (carry, y)``: the recurrence.
 
+The classic cells write their equations once, as ``update(params, carry, x, rec) -> carry`` over lists of
+gate blocks: ``x`` the ``g`` blocks of ``xp``, each ``(*b, h)``, and ``rec(v, gates)`` the blocks
+``v @ w_hh[:, gate]`` for the gates asked for. ``step`` supplies ``rec`` as one matmul split into blocks;
+the fused kernels (:mod:`rnnx.core.backends.pallas`) supply it as one matmul per block, read from on-chip
+weights, and differentiate the same ``update``.
+
 ``apply(params, carry, x) = step(params, carry, project(params, x))`` is the usual
 ``(carry, x) -> (carry, y)`` contract of a ``jax.lax.scan`` step.
 
@@ -36,7 +42,7 @@ import numpy as np
 from jax.typing import DTypeLike
 
 from rnnx.core._common import check_hidden_size, check_input_size, draw, gate_blocks, input_projection
-from rnnx.core.typing import BatchShape, Carry, Hidden, Initializer, Key, Params, Projected, Step
+from rnnx.core.typing import BatchShape, Carry, Hidden, Initializer, Key, Params, Projected, Recurrent, Step
 
 # The factory arguments that say how a cell is initialised and in which dtypes it computes: part of
 # Cell.spec (they change the results), but not of Cell.config, the architecture record.
@@ -74,6 +80,9 @@ class Cell:
       coefficients: ``(params, xp) -> (a, b)``, each ``(*b, h)``, for cells whose step is the elementwise
         linear recurrence ``h_t = a_t * h_{t-1} + b_t`` (no recurrent matrix); ``rnnx.unroll`` then runs all
         steps at once with a parallel scan (:mod:`rnnx.core.parallel`). None for every other cell.
+      update: ``(params, carry, x, rec) -> carry``, the classic cells' equations over gate blocks (see the
+        module docstring), with ``params`` already in the compute dtype; ``y`` is the new carry's ``h``.
+        None for the parallel-scan cells.
 
     >>> import jax, jax.numpy as jnp, rnnx
     >>> rnnx.lstm(8) == rnnx.lstm(8), rnnx.lstm(8) == rnnx.lstm(8, dtype=jnp.bfloat16)
@@ -93,6 +102,7 @@ class Cell:
     coefficients: Callable[[Params, Projected], tuple[Hidden, Hidden]] | None = dataclasses.field(
         default=None, compare=False
     )
+    update: Callable[[Params, Carry, list, Recurrent], Carry] | None = dataclasses.field(default=None, compare=False)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -146,6 +156,25 @@ def torch_init(hidden_size: int) -> Initializer:
     return _TorchInit(hidden_size)
 
 
+def recurrent(w_hh: jax.Array, gates: int) -> Recurrent:
+    """``rec(v, wanted) -> [v @ w_hh[:, block] for block in wanted]`` as one matmul over the wanted blocks.
+
+    ``w_hh (h, gates * h)``; ``wanted`` is a tuple of consecutive block indices, e.g. ``(0, 1)``.
+    """
+    size = w_hh.shape[-1] // gates
+
+    def rec(v, wanted):
+        lo, hi = wanted[0] * size, (wanted[-1] + 1) * size
+        return jnp.split(v @ w_hh[:, lo:hi], len(wanted), axis=-1)
+
+    return rec
+
+
+def output(carry: Carry) -> Hidden:
+    """``y_t`` of a classic cell: the new carry's ``h``."""
+    return carry.h if isinstance(carry, LSTMCarry) else carry
+
+
 def count_params(params) -> int:
     """Number of scalars in a params pytree.
 
@@ -160,7 +189,7 @@ def _make_cell(
     name,
     hidden_size,
     gates,
-    step,
+    update,
     *,
     carry_names,
     use_bias,
@@ -235,6 +264,11 @@ def _make_cell(
     def project(params, x):
         return input_projection(params, x, dtype, use_bias)
 
+    def step(params, carry, xp):
+        p = compute(params)
+        new = update(p, carry, jnp.split(xp, gates, axis=-1), recurrent(p["w_hh"], gates))
+        return new, output(new)
+
     return Cell(
         name=name,
         spec=(*config.items(), *setup.items()),
@@ -242,8 +276,9 @@ def _make_cell(
         init=init,
         initial_carry=initial_carry,
         project=project,
-        step=lambda params, carry, xp: step(compute(params), carry, xp),
+        step=step,
         param_shapes=param_shapes,
+        update=update,
     )
 
 
@@ -290,15 +325,14 @@ def simple_rnn(
         raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, received {activation!r}")
     phi = _ACTIVATIONS[activation]
 
-    def step(p, h, xp):
-        h = phi(xp + h @ p["w_hh"])
-        return h, h
+    def update(p, h, x, rec):
+        return phi(x[0] + rec(h, (0,))[0])
 
     return _make_cell(
         "simple_rnn",
         hidden_size,
         1,
-        step,
+        update,
         carry_names=("h",),
         use_bias=use_bias,
         extra_shapes=(),
@@ -355,17 +389,16 @@ def lstm(
     ((4,), (4,))
     """
 
-    def step(p, carry, xp):
-        i, f, g, o = jnp.split(xp + carry.h @ p["w_hh"], 4, axis=-1)
+    def update(p, carry, x, rec):
+        i, f, g, o = (a + b for a, b in zip(x, rec(carry.h, (0, 1, 2, 3))))
         c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
-        return LSTMCarry(h, c), h
+        return LSTMCarry(jax.nn.sigmoid(o) * jnp.tanh(c), c)
 
     return _make_cell(
         "lstm",
         hidden_size,
         4,
-        step,
+        update,
         carry_names=("h", "c"),
         use_bias=use_bias,
         extra_shapes=(),
@@ -423,29 +456,24 @@ def gru(
     >>> rnnx.count_params(params)
     96
     """
-    h = hidden_size
 
-    def step_after(p, hprev, xp):
-        hh = hprev @ p["w_hh"]
-        rz = jax.nn.sigmoid(xp[..., : 2 * h] + hh[..., : 2 * h])
-        r, z = rz[..., :h], rz[..., h:]
-        hn = hh[..., 2 * h :] + p["b_hn"] if use_bias else hh[..., 2 * h :]
-        n = jnp.tanh(xp[..., 2 * h :] + r * hn)
-        hnew = n + z * (hprev - n)
-        return hnew, hnew
+    def update_after(p, hprev, x, rec):
+        hr, hz, hn = rec(hprev, (0, 1, 2))
+        r, z = jax.nn.sigmoid(x[0] + hr), jax.nn.sigmoid(x[1] + hz)
+        n = jnp.tanh(x[2] + r * (hn + p["b_hn"] if use_bias else hn))
+        return n + z * (hprev - n)
 
-    def step_before(p, hprev, xp):
-        rz = jax.nn.sigmoid(xp[..., : 2 * h] + hprev @ p["w_hh"][:, : 2 * h])
-        r, z = rz[..., :h], rz[..., h:]
-        n = jnp.tanh(xp[..., 2 * h :] + (r * hprev) @ p["w_hh"][:, 2 * h :])
-        hnew = n + z * (hprev - n)
-        return hnew, hnew
+    def update_before(p, hprev, x, rec):
+        hr, hz = rec(hprev, (0, 1))
+        r, z = jax.nn.sigmoid(x[0] + hr), jax.nn.sigmoid(x[1] + hz)
+        n = jnp.tanh(x[2] + rec(r * hprev, (2,))[0])
+        return n + z * (hprev - n)
 
     return _make_cell(
         "gru",
         hidden_size,
         3,
-        step_after if reset_after else step_before,
+        update_after if reset_after else update_before,
         carry_names=("h",),
         use_bias=use_bias,
         extra_shapes=("b_hn",) if reset_after else (),
@@ -462,4 +490,4 @@ def gru(
     )
 
 
-__all__ = ["Cell", "LSTMCarry", "count_params", "gru", "lstm", "simple_rnn", "torch_init"]
+__all__ = ["Cell", "LSTMCarry", "count_params", "gru", "lstm", "output", "recurrent", "simple_rnn", "torch_init"]

@@ -262,7 +262,7 @@ def masked_coefficients(cell, params, xs, valid, reset, fresh):
     A masked step is ``a = 1, b = 0`` (the carry passes through); a reset step starts from ``fresh``:
     ``a = 0, b = a_t fresh + b_t`` (``fresh`` if the step is also masked). ``valid`` and ``reset`` are boolean
     ``(t, n)`` or None, ``reset`` already aligned with the scan order. Shared by the one-device parallel mode
-    and the sequence-parallel one (:mod:`rnnx.core.sharded`).
+    and the sequence-parallel one (:mod:`rnnx.core.backends.sharded`).
     """
     a, b = cell.coefficients(params, cell.project(params, xs))
     acc = a.dtype

@@ -5,6 +5,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from rnnx.core.backends import cudnn, resolver
+from rnnx.core.backends.call import Call
 from rnnx.core.cells import Cell
 from rnnx.core.typing import BatchShape, Carry, Inputs, Key, Lengths, Mask, Outputs, StackParams
 from rnnx.core.unroll import unroll
@@ -75,23 +77,27 @@ class Stack:
           xs, lengths, mask, reset: as in :func:`rnnx.unroll`; they apply to every layer and direction.
           initial_carry: a tuple shaped like :meth:`initial_carry`, or None for the cell's default.
           key: a PRNG key for dropout between layers. No key means no dropout (evaluation).
-          backend: ``"scan"`` runs every layer and direction through :func:`rnnx.unroll`; ``"cudnn"`` runs the
-            whole stack in one cuDNN call (:mod:`rnnx.core.cudnn`: LSTM on a GPU, float32 compute, no ``mask``,
-            ``reset`` or active dropout; otherwise a ValueError names the reason); ``"auto"`` (default) takes
-            cuDNN whenever it computes the call exactly and the scan everywhere else.
+          backend: asked of the resolver once for the whole stack (:mod:`rnnx.core.backends.resolver`).
+            ``"scan"`` and ``"pallas"`` run every layer and direction through :func:`rnnx.unroll` with that
+            backend; ``"cudnn"`` runs the whole stack in one cuDNN call (:mod:`rnnx.core.backends.cudnn`: LSTM
+            on a GPU, float32 compute, no ``mask``, ``reset`` or active dropout); an explicit backend that
+            cannot run the call raises a ValueError naming the reason. ``"auto"`` (default): what was measured
+            fastest on this device kind and shape, the scan where nothing was measured.
           **kwargs: ``unroll``, ``remat`` and ``hoist``, passed to :func:`rnnx.unroll` (the scan backend).
 
         Returns:
           ``(carry, ys)`` with ``ys (*b, t, num_directions * h)``: directions concatenated, forward first.
         """
         self._check(params, initial_carry)
-        from rnnx.core import cudnn  # cudnn builds on Stack
-
-        conditions = dict(mask=mask, reset=reset, initial_carry=initial_carry, key=key)
-        if cudnn.use_cudnn(backend, self, params, xs, **conditions):
+        dropout_rate = self.dropout if key is not None and self.num_layers > 1 else 0.0
+        call = Call(self.cell, params, xs, self.time_major, self.num_layers, self.bidirectional, mask=mask is not None,
+                    reset=reset is not None, initial_carry=initial_carry, dropout=dropout_rate)  # fmt: skip
+        name = resolver.choose(call, backend)
+        if name in resolver.WHOLE_STACK:
             return cudnn.apply(self, params, xs, lengths=lengths, initial_carry=initial_carry)
         keys = [None] * self.num_layers if key is None else list(jax.random.split(key, self.num_layers))
-        options = dict(lengths=lengths, mask=mask, reset=reset, time_major=self.time_major, backend="scan", **kwargs)
+        backend = resolver.family(name)
+        options = dict(lengths=lengths, mask=mask, reset=reset, time_major=self.time_major, backend=backend, **kwargs)
         carries, ys = [], xs
         for layer, (layer_params, layer_key) in enumerate(zip(params, keys)):
             if layer > 0 and self.dropout > 0 and layer_key is not None:

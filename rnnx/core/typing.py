@@ -61,6 +61,10 @@ Mask = Bool[ArrayLike, "*b t"]
 Coefficients = Float[Array, "t *b h"]
 """The ``a_t`` or ``b_t`` of the linear recurrence ``h_t = a_t * h_{t-1} + b_t``, time first."""
 
+Recurrent = Callable[[Hidden, tuple[int, ...]], list[Hidden]]
+"""``rec(v, gates) -> [v @ w_hh[:, gate block] for gate in gates]``: the recurrent matmul, block by block,
+as a classic cell's ``update`` asks for it (:mod:`rnnx.core.cells`)."""
+
 BatchShape = tuple[int, ...]
 """The ``*b`` axes' sizes, e.g. ``()`` or ``(32,)``."""
 
@@ -77,6 +81,7 @@ __all__ = [
     "Outputs",
     "Params",
     "Projected",
+    "Recurrent",
     "StackParams",
     "Step",
 ]

@@ -4,11 +4,12 @@ Shapes (axis letters as in :mod:`rnnx.core.typing`): ``xs (*b, t, d)`` (or ``(t,
 ``time_major=True``) where ``*b`` is any number of batch axes, including none; outputs ``ys (*b, t, h)`` in
 the same layout; the carry has shape ``(*b, h)``.
 
-Two modes share one set of masking semantics: :func:`_sequential`, a ``lax.scan`` of ``cell.step``, and
-:func:`_parallel`, one associative scan over all steps for cells whose step is a linear recurrence.
+``unroll`` checks its arguments, lays the arrays out time-major with one flat batch axis, and asks the
+resolver (:mod:`rnnx.core.backends.resolver`) once which backend runs the call: the ``lax.scan`` of
+``cell.step`` (whose masking semantics every backend shares), the parallel scan, the sequence-parallel
+scan, cuDNN or the fused Pallas kernels.
 """
 
-import functools
 import math
 
 import jax
@@ -17,22 +18,11 @@ import numpy as np
 from jax.sharding import Mesh
 
 from rnnx.core._common import check_params
+from rnnx.core.backends import resolver
+from rnnx.core.backends.call import Call, Options
+from rnnx.core.backends.scan import default_hoist
 from rnnx.core.cells import Cell
-from rnnx.core.parallel import linear_scan, masked_coefficients
-from rnnx.core.sharded import unroll_parallel_sharded
 from rnnx.core.typing import Carry, Inputs, Lengths, Mask, Outputs, Params
-
-
-def default_hoist(cell: Cell) -> bool:
-    """Whether ``unroll`` computes the input projection for all steps before the scan.
-
-    Hoisting turns ``t`` small matmuls into one large one, but adds a ``(t, b, g*h)`` buffer that every
-    step reads back. On GPU and TPU the large matmul uses the device far better, so there we always hoist.
-    On CPU it pays only for the simple RNN, whose step is little more than its matmuls; gated cells spend
-    their step time on gate arithmetic, and the buffer made their training steps slower. Measured with
-    ``python -m benchmarks.hoist``: ``benchmarks/results/hoist-cpu-2core.md`` and the README.
-    """
-    return jax.default_backend() != "cpu" or cell.gates == 1
 
 
 def unroll(
@@ -85,15 +75,18 @@ def unroll(
         (``python -m benchmarks.parallel``; results in ``benchmarks/results/`` and the README).
 
       mesh: a ``jax.sharding.Mesh`` with an axis named ``seq``: split the time axis over its devices
-        (sequence parallelism, :mod:`rnnx.core.sharded`), each device scanning its chunk and one collective
+        (sequence parallelism, :mod:`rnnx.core.backends.sharded`), each device scanning its chunk and one collective
         carrying the state between chunks. Only for the parallel mode; ``t`` must divide by the number of
         devices along ``seq`` (pad with masked steps, which change nothing).
 
       backend: ``"scan"``: ``lax.scan`` (or the parallel scan); ``"cudnn"``: cuDNN's fused LSTM
-        (:mod:`rnnx.core.cudnn`), for ``rnnx.lstm`` on a GPU with float32 compute, forward direction, no
-        ``mask`` or ``reset``, else a ValueError naming the reason; ``"auto"`` (default): cuDNN whenever it
-        computes the call exactly, the scan everywhere else. ``unroll``, ``remat`` and ``hoist`` apply to the
-        scan only.
+        (:mod:`rnnx.core.backends.cudnn`), for ``rnnx.lstm`` on a GPU with float32 compute, forward
+        direction, no ``mask`` or ``reset``; ``"pallas"``: fused kernels that loop over time on chip
+        (:mod:`rnnx.core.backends.pallas`), for ``rnnx.simple_rnn``, ``rnnx.lstm`` and ``rnnx.gru`` in float32
+        or bfloat16 on a GPU, and in Pallas's interpreter (slow, for tests) on a CPU. Both raise a ValueError
+        naming the reason where they cannot run the call. ``"auto"`` (default): the backend measured fastest
+        for this device kind, cell, dtype and shape (:mod:`rnnx.core.backends.table`), the scan where nothing
+        was measured. ``unroll``, ``remat`` and ``hoist`` apply to the scan only.
 
     ``unroll``, ``remat``, ``hoist``, ``parallel``, ``mesh`` and ``backend`` never change the results (beyond
     float rounding).
@@ -119,16 +112,9 @@ def unroll(
         reset = reset & in_sequence
     init = cell.initial_carry(params, batch_shape)
     carry = init if initial_carry is None else _check_carry(initial_carry, init)
-    if backend != "scan" and cell.name == "lstm" and not reverse:
-        from rnnx.core import cudnn  # a single cell is a one-layer stack to cuDNN
-        from rnnx.core.stack import stacked
-
-        net, start = stacked(cell, time_major=time_major), None if initial_carry is None else (carry,)
-        if cudnn.use_cudnn(backend, net, [[params]], xs, mask=mask, reset=reset, initial_carry=start):
-            carries, ys = cudnn.apply(net, [[params]], xs, lengths=lengths, initial_carry=start)
-            return carries[0], ys
-    elif backend not in ("auto", "scan"):
-        _refuse_backend(backend, cell, reverse)
+    call = Call(cell, [[params]], xs, time_major, reverse=reverse, mask=mask is not None, reset=reset is not None,
+                initial_carry=initial_carry, parallel=parallel, mesh=mesh)  # fmt: skip
+    name = resolver.choose(call, backend)  # cuDNN runs one cell as a one-layer stack
 
     # Internally time-major with one flat batch axis: (t, n, ...).
     n, t_axis = math.prod(batch_shape), 0 if time_major else len(batch_shape)
@@ -151,95 +137,13 @@ def unroll(
         reset_tm = jnp.concatenate([reset_tm[1:], jnp.zeros_like(reset_tm[:1])])
     fresh = jax.tree.map(flat, cell.initial_carry(params, batch_shape)) if reset is not None else None
 
-    if parallel:
-        run = _parallel if mesh is None else functools.partial(unroll_parallel_sharded, mesh=mesh)
-        scan = functools.partial(run, cell, reverse=reverse)
-        scan = jax.checkpoint(scan) if remat else scan
-    else:
-        scan = functools.partial(_sequential, cell, reverse=reverse, unroll=unroll, remat=remat, hoist=hoist)
-    carry, ys = scan(params, x_tm, jax.tree.map(flat, carry), valid_tm, reset_tm, fresh)
+    options = Options(unroll=unroll, remat=remat, hoist=hoist, mesh=mesh)
+    run = resolver.MODULES[name].run
+    carry, ys = run(cell, params, x_tm, jax.tree.map(flat, carry), valid_tm, reset_tm, fresh, reverse=reverse,
+                    options=options)  # fmt: skip
     carry = jax.tree.map(lambda c: c.reshape(*batch_shape, *c.shape[1:]), carry)
     ys = ys.reshape(steps, *batch_shape, ys.shape[-1])
     return carry, (ys if time_major else jnp.moveaxis(ys, 0, -2))
-
-
-def _sequential(cell, params, x_tm, carry, valid_tm, reset_tm, fresh, *, reverse, unroll, remat, hoist):
-    """``lax.scan`` of ``cell.step`` over time-major, flat-batch arrays: the masking semantics."""
-    if default_hoist(cell) if hoist is None else hoist:
-        x_tm, step = cell.project(params, x_tm), cell.step
-    else:
-        step = cell.apply
-
-    def body(carry, inputs):
-        x, ok, new_seq = inputs
-        if new_seq is not None:
-            carry = _where(new_seq, fresh, carry)
-        new_carry, y = step(params, carry, x)
-        if ok is not None:
-            new_carry = _where(ok, new_carry, carry)
-            y = jnp.where(ok[:, None], y, jnp.zeros((), y.dtype))
-        return new_carry, y
-
-    if remat:
-        return _chunked_scan(body, carry, (x_tm, valid_tm, reset_tm), reverse=reverse, unroll=unroll)
-    return jax.lax.scan(body, carry, (x_tm, valid_tm, reset_tm), reverse=reverse, unroll=unroll)
-
-
-def _parallel(cell, params, xs, carry, valid, reset, fresh, *, reverse):
-    """The parallel mode: :func:`rnnx.linear_scan` over time-major, flat-batch arrays, for cells with
-    ``coefficients``.
-
-    Args:
-      xs: ``(t, n, d)``. carry, fresh: ``(n, h)``: the initial carry and the state a reset restores.
-      valid, reset: boolean ``(t, n)`` or None, ``reset`` already aligned with the scan order.
-
-    Gives exactly the sequential semantics: a masked step is ``a = 1, b = 0`` (the carry passes through)
-    with a zero output; a reset step starts from ``fresh``: ``a = 0, b = a_t fresh + b_t`` (``fresh`` if
-    the step is also masked). The scan runs in at least float32; outputs take the carry's dtype.
-    """
-    a, b = masked_coefficients(cell, params, xs, valid, reset, fresh)
-    acc = a.dtype
-    hs = linear_scan(a, b, carry.astype(acc), reverse=reverse)
-    ys = hs if valid is None else jnp.where(valid[..., None], hs, jnp.zeros((), acc))
-    return hs[0 if reverse else -1].astype(carry.dtype), ys.astype(carry.dtype)
-
-
-def _chunked_scan(body, carry, inputs, *, reverse, unroll):
-    """``lax.scan`` in about sqrt(t) checkpointed chunks of about sqrt(t) steps.
-
-    The backward pass keeps one carry per chunk and recomputes each chunk's steps when it reaches it, so the
-    saved state grows as sqrt(t) rather than t, for one extra forward pass. (Checkpointing every step
-    instead still keeps t carries: measured in ``python -m benchmarks.anatomy``.) The time axis is padded
-    to whole chunks with masked steps, which pass the carry through, and the padding is cut off the outputs.
-    """
-    x, ok, new_seq = inputs
-    steps, n = x.shape[:2]
-    size = math.isqrt(steps - 1) + 1  # ceil(sqrt(steps))
-    chunks = -(-steps // size)
-    pad = chunks * size - steps
-    if pad:
-        ok = jnp.ones((steps, n), bool) if ok is None else ok
-        grow = lambda a: jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)])  # noqa: E731
-        x, ok, new_seq = grow(x), grow(ok), None if new_seq is None else grow(new_seq)
-    split = lambda a: a.reshape(chunks, size, *a.shape[1:])  # noqa: E731
-
-    @jax.checkpoint
-    def run_chunk(carry, chunk):
-        return jax.lax.scan(body, carry, chunk, reverse=reverse, unroll=unroll)
-
-    carry, ys = jax.lax.scan(run_chunk, carry, jax.tree.map(split, (x, ok, new_seq)), reverse=reverse)
-    return carry, ys.reshape(chunks * size, *ys.shape[2:])[:steps]
-
-
-def _refuse_backend(backend, cell, reverse):
-    if backend != "cudnn":
-        raise ValueError(f"backend must be one of ('auto', 'scan', 'cudnn'), received {backend!r}")
-    why = (
-        "reverse=True alone (a bidirectional stack runs its backward direction on cuDNN)"
-        if reverse
-        else (f"a {cell.name} cell (cuDNN's fused RNN in jax.experimental.rnn computes rnnx.lstm cells only)")
-    )
-    raise ValueError(f"backend='cudnn' cannot run this call: {why}; use backend='scan' or 'auto'")
 
 
 def _check_parallel(cell, parallel, mesh):
@@ -256,10 +160,6 @@ def _check_parallel(cell, parallel, mesh):
             "has none; use parallel=None or False, or a parallel-scan cell such as rnnx.min_gru"
         )
     return cell.coefficients is not None if parallel is None else parallel
-
-
-def _where(cond, new, old):
-    return jax.tree.map(lambda a, b: jnp.where(cond[:, None], a, b), new, old)
 
 
 def _check_xs(xs, input_size):

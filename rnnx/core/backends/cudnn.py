@@ -28,15 +28,16 @@ import numpy as np
 from jax.experimental import rnn as jrnn
 
 from rnnx.core._common import check_stack_params
+from rnnx.core.backends.call import Call, Options, is_vmapped
 from rnnx.core.cells import LSTMCarry
-from rnnx.core.stack import Stack
+from rnnx.core.typing import Params
 
-__all__ = ["BACKENDS", "apply", "pack", "reference_lstm", "unpack", "unsupported_reason", "use_cudnn"]
+__all__ = ["NAME", "apply", "pack", "reference_lstm", "run", "unpack", "unsupported", "unsupported_reason"]
 
-BACKENDS = ("auto", "scan", "cudnn")
+NAME = "cudnn"
 
 
-def pack(net: Stack, params) -> jax.Array:
+def pack(net, params) -> jax.Array:
     """rnnx stack params -> cuDNN's packed float32 weight vector, with ``b`` as ``b_ih`` and zero ``b_hh``.
 
     Args:
@@ -53,16 +54,20 @@ def pack(net: Stack, params) -> jax.Array:
     """
     _check_lstm(net)
     check_stack_params(net, params)
+    return _pack(net.cell, params)
+
+
+def _pack(cell, params) -> jax.Array:
     cells = [p for layer in params for p in layer]
     weights = [_f32(p[name]).T.ravel() for p in cells for name in ("w_ih", "w_hh")]
     biases = []
     for p in cells:
-        b = _f32(p["b"]) if "b" in p else jnp.zeros(4 * net.cell.hidden_size, jnp.float32)
+        b = _f32(p["b"]) if "b" in p else jnp.zeros(4 * cell.hidden_size, jnp.float32)
         biases += [b, jnp.zeros_like(b)]
     return jnp.concatenate(weights + biases)
 
 
-def unpack(net: Stack, packed, input_size: int) -> list:
+def unpack(net, packed, input_size: int) -> list:
     """cuDNN's packed weight vector -> rnnx stack params: the inverse of :func:`pack`.
 
     The two biases fold into ``b = b_ih + b_hh`` (exactly ``b_ih`` where ``b_hh`` is zero, so that
@@ -125,7 +130,7 @@ def reference_lstm(x, h_0, c_0, weights, seq_lengths, input_size, hidden_size, n
                          input_size, hidden_size, num_layers, dropout, bidirectional)  # fmt: skip
 
 
-def apply(net: Stack, params, xs, *, lengths=None, initial_carry=None, precision=None, impl=None):
+def apply(net, params, xs, *, lengths=None, initial_carry=None, precision=None, impl=None):
     """Run the LSTM stack ``net`` over ``xs`` in one cuDNN call; the same results as ``net.apply``.
 
     Only for configurations where :func:`unsupported_reason` returns None (this function does not check
@@ -160,7 +165,6 @@ def apply(net: Stack, params, xs, *, lengths=None, initial_carry=None, precision
     """
     _check_lstm(net)
     input_size = check_stack_params(net, params)
-    impl = jrnn.lstm if impl is None else impl
     xs = jnp.asarray(xs)
     if xs.ndim < 2 or xs.shape[-1] != input_size:
         raise ValueError(f"xs must have shape (*batch, time, {input_size}), received shape {xs.shape}")
@@ -168,11 +172,7 @@ def apply(net: Stack, params, xs, *, lengths=None, initial_carry=None, precision
         xs = jnp.moveaxis(xs, 0, -2)
     batch_shape, steps = xs.shape[:-2], xs.shape[-2]
     n = math.prod(batch_shape)
-    x = xs.reshape(n, steps, input_size).astype(jnp.float32)
-
-    if lengths is None:
-        lengths = jnp.full((n,), steps, jnp.int32)
-    else:
+    if lengths is not None:
         lengths = jnp.asarray(lengths)
         if lengths.shape != tuple(batch_shape) or not jnp.issubdtype(lengths.dtype, jnp.integer):
             raise ValueError(f"lengths must be integers of shape {tuple(batch_shape)}, received "
@@ -183,20 +183,51 @@ def apply(net: Stack, params, xs, *, lengths=None, initial_carry=None, precision
             if low < 0 or high > steps:
                 raise ValueError(f"lengths must lie in [0, {steps}] (the number of time steps), received min {low}, "
                                  f"max {high}")  # fmt: skip
-        lengths = lengths.reshape(n).astype(jnp.int32)
+        lengths = lengths.reshape(n)
+    default = tuple(net.cell.initial_carry(p, batch_shape) for layer in params for p in layer)
+    carry0 = default if initial_carry is None else _check_carry(initial_carry, default)
+    flat = [jax.tree.map(lambda a: a.reshape(n, -1), c) for c in carry0]
+    x = xs.reshape(n, steps, input_size)
+    carries, y = _fused(net.cell, params, x, lengths, flat, net.num_layers, net.bidirectional, precision, impl)
+    ys = y.reshape(*batch_shape, steps, y.shape[-1])
+    ys = jnp.moveaxis(ys, -2, 0) if net.time_major else ys
+    return tuple(jax.tree.map(lambda a: a.reshape(*batch_shape, -1), c) for c in carries), ys
+
+
+def run(cell, params: Params, x_tm, carry, valid, reset, fresh, *, reverse: bool, options: Options):
+    """The backend entry for one cell (``rnnx.unroll``): a one-layer forward stack, time-major arrays.
+
+    Only where :func:`unsupported` returns None: no reset, forward; ``valid`` is then each sequence's
+    prefix of ``length`` steps, so its column sums are the lengths.
+    """
+    del reset, fresh, reverse, options
+    lengths = None if valid is None else valid.sum(axis=0)
+    carries, y = _fused(cell, [[params]], jnp.moveaxis(x_tm, 0, 1), lengths, [carry], 1, False, None, None)
+    return carries[0], jnp.moveaxis(y, 1, 0)
+
+
+def _fused(cell, params, x, lengths, carry0, num_layers, bidirectional, precision, impl):
+    """The cuDNN call over flat arrays: ``x (n, t, d)``, ``lengths (n,)`` or None, ``carry0`` a list of
+    ``LSTMCarry (n, h)``; returns the list of final carries and ``y (n, t, directions * h)`` in the cells'
+    dtype."""
+    impl = jrnn.lstm if impl is None else impl
+    n, steps, input_size = x.shape
+    x = x.astype(jnp.float32)
+    if lengths is None:
+        lengths = jnp.full((n,), steps, jnp.int32)
+    else:
+        lengths = lengths.astype(jnp.int32)
         # Whatever the padding holds (NaN, inf) must reach neither the outputs nor the gradients: cuDNN's
         # backward pass multiplies through the padded inputs, so zero them first, as the scan does.
         x = jnp.where((jnp.arange(steps) < lengths[:, None])[..., None], x, 0.0)
-
-    default = net.initial_carry(params, batch_shape)
-    carry0 = default if initial_carry is None else _check_carry(initial_carry, default)
-    h_0 = jnp.stack([c.h.reshape(n, -1) for c in carry0]).astype(jnp.float32)
-    c_0 = jnp.stack([c.c.reshape(n, -1) for c in carry0]).astype(jnp.float32)
+    h_0 = jnp.stack([c.h for c in carry0]).astype(jnp.float32)
+    c_0 = jnp.stack([c.c for c in carry0]).astype(jnp.float32)
+    weights = _pack(cell, params)
 
     y, h_n, c_n = impl(
-        x, h_0, c_0, pack(net, params), jnp.maximum(lengths, 1),
-        input_size=input_size, hidden_size=net.cell.hidden_size, num_layers=net.num_layers,
-        dropout=0.0, bidirectional=net.bidirectional, precision=precision,
+        x, h_0, c_0, weights, jnp.maximum(lengths, 1),
+        input_size=input_size, hidden_size=cell.hidden_size, num_layers=num_layers,
+        dropout=0.0, bidirectional=bidirectional, precision=precision,
     )  # fmt: skip
     # Length 0 runs one step in cuDNN (whose zero lengths are undocumented); selecting the initial carry
     # and zero outputs gives the scan's results and gradients exactly.
@@ -204,15 +235,13 @@ def apply(net: Stack, params, xs, *, lengths=None, initial_carry=None, precision
     y = jnp.where(valid[..., None], y, jnp.zeros((), y.dtype))
     empty = (lengths == 0)[:, None]
     h_n, c_n = jnp.where(empty, h_0, h_n), jnp.where(empty, c_0, c_n)
+    dtype = carry0[0].h.dtype
+    return [LSTMCarry(h.astype(dtype), c.astype(dtype)) for h, c in zip(h_n, c_n)], y.astype(dtype)
 
-    ys = y.reshape(*batch_shape, steps, y.shape[-1])
-    ys = jnp.moveaxis(ys, -2, 0) if net.time_major else ys
-    dtype = default[0].h.dtype
-    carry = tuple(
-        LSTMCarry(h.reshape(*batch_shape, -1).astype(dtype), c.reshape(*batch_shape, -1).astype(dtype))
-        for h, c in zip(h_n, c_n)
-    )
-    return carry, ys.astype(dtype)
+
+def unsupported(call: Call) -> str | None:
+    """The backend hook: why cuDNN cannot run ``call`` exactly, or None (see :func:`unsupported_reason`)."""
+    return _unsupported(call, precision=None)
 
 
 def unsupported_reason(
@@ -241,86 +270,64 @@ def unsupported_reason(
     >>> unsupported_reason(net, net.init(jax.random.key(0), 4), platform="gpu")
     "cuDNN's fused RNN in jax.experimental.rnn computes rnnx.lstm cells only, received a gru stack"
     """
-    platform = _platform(xs) if platform is None else platform
-    if platform not in ("gpu", "cuda"):
-        return f"cuDNN runs on an NVIDIA GPU (platform 'gpu' or 'cuda'), but this call runs on {platform!r}"
-    if not isinstance(net, Stack) or net.cell.name != "lstm":
-        got = f"a {net.cell.name} stack" if isinstance(net, Stack) else type(net).__name__
-        return f"cuDNN's fused RNN in jax.experimental.rnn computes rnnx.lstm cells only, received {got}"
+    if not hasattr(net, "num_layers"):
+        return f"cuDNN runs rnnx.Stack calls, received {type(net).__name__}"
     try:
         check_stack_params(net, params)
     except ValueError as error:
         return f"the params do not fit the stack: {error}"
-    dtype = net.initial_carry(params)[0].h.dtype
-    if dtype != jnp.float32:
+    dropout = net.dropout if key is not None and net.num_layers > 1 else 0.0
+    call = Call(net.cell, params, xs, net.time_major, net.num_layers, net.bidirectional, mask=mask is not None,
+                reset=reset is not None, initial_carry=initial_carry, dropout=dropout, platform=platform)  # fmt: skip
+    return _unsupported(call, precision)
+
+
+def _unsupported(call: Call, precision) -> str | None:
+    if call.cell.name != "lstm":
+        name = call.cell.name
+        return f"cuDNN's fused RNN in jax.experimental.rnn computes rnnx.lstm cells only, received a {name} stack"
+    if call.reverse:
+        return "reverse=True alone (a bidirectional stack runs its backward direction on cuDNN)"
+    platform = call.where
+    if platform not in ("gpu", "cuda"):
+        return f"cuDNN runs on an NVIDIA GPU (platform 'gpu' or 'cuda'), but this call runs on {platform!r}"
+    if call.dtype != jnp.float32:
         return (
-            f"cuDNN's LSTM in jax.experimental.rnn computes in float32 only, but the cell computes in {dtype}; "
+            f"cuDNN's LSTM in jax.experimental.rnn computes in float32 only, but the cell computes in {call.dtype}; "
             "use rnnx.lstm(h, dtype=jnp.float32) (params may stay in their param_dtype) or backend='scan'"
         )
     try:
         jrnn._lstm_cudnn_allow_tf32(precision)  # raises for bfloat16 matmul precision
     except (NotImplementedError, ValueError) as error:
         return f"jax.experimental.rnn.lstm refuses this matmul precision ({error}); use float32 or tensorfloat32"
-    if mask is not None:
+    if call.mask:
         return "cuDNN takes right-padded lengths only, not a mask (which may have gaps); pass lengths= instead"
-    if reset is not None:
+    if call.reset:
         return "cuDNN cannot reset the carry within a sequence (reset=); split the sequences or use backend='scan'"
-    if key is not None and net.dropout > 0 and net.num_layers > 1:
+    if call.dropout:
         return (
-            f"dropout={net.dropout} between layers is active (a key was given) and cuDNN draws its own masks; "
+            f"dropout={call.dropout} between layers is active (a key was given) and cuDNN draws its own masks; "
             "evaluate without a key (or deterministic=True) or use backend='scan' for training"
         )
-    batch_shape = () if xs is None else (jnp.shape(xs)[1:-1] if net.time_major else jnp.shape(xs)[:-2])
-    if 0 in batch_shape:
+    if call.xs is not None and 0 in call.batch_shape:
         return "cuDNN cannot run an empty batch; use backend='scan'"
-    if any(_is_batch_tracer(leaf) for leaf in jax.tree.leaves((params, xs, initial_carry))):
+    if is_vmapped((call.params, call.xs, call.initial_carry)):
         return "cuDNN's RNN primitive has no jax.vmap rule; fold the mapped axis into the batch axes instead"
     return None
-
-
-def use_cudnn(backend: str, net, params, xs, **conditions) -> bool:
-    """Whether a call with ``backend`` runs on cuDNN: never for ``"scan"``, whenever it is exact for
-    ``"auto"``, and always for ``"cudnn"``, which raises a ValueError naming the reason when it cannot.
-
-    ``conditions`` are :func:`unsupported_reason`'s keyword arguments (``mask``, ``reset``, ``initial_carry``,
-    ``key``, ...). Nothing falls back silently from an explicit ``"cudnn"``.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, received {backend!r}")
-    if backend == "scan":
-        return False
-    reason = unsupported_reason(net, params, xs, **conditions)
-    if backend == "cudnn" and reason is not None:
-        raise ValueError(f"backend='cudnn' cannot run this call: {reason}")
-    return reason is None
 
 
 def _f32(a):
     return jnp.asarray(a).astype(jnp.float32)
 
 
-def _platform(xs):
-    if isinstance(xs, jax.Array) and not isinstance(xs, jax.core.Tracer):
-        return next(iter(xs.devices())).platform
-    device = jax.config.jax_default_device
-    if isinstance(device, str):
-        return device
-    return device.platform if device is not None else jax.default_backend()
-
-
-def _is_batch_tracer(x) -> bool:
-    # By name, so as not to import a private JAX module: vmap's tracer type, at any nesting of traces.
-    return isinstance(x, jax.core.Tracer) and any(t.__name__ == "BatchTracer" for t in type(x).__mro__)
-
-
 def _check_lstm(net) -> None:
-    if not isinstance(net, Stack):
+    if not hasattr(net, "num_layers"):
         raise TypeError(f"net must be an rnnx.Stack (from rnnx.stacked), received {type(net).__name__}")
     if net.cell.name != "lstm":
         raise ValueError(f"cuDNN computes rnnx.lstm stacks only, received a {net.cell.name} stack")
 
 
-def _expected_params(net: Stack, input_size: int):
+def _expected_params(net, input_size: int):
     return jax.eval_shape(lambda: net.init(jax.random.key(0), input_size))
 
 

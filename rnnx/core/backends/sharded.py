@@ -36,15 +36,34 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from rnnx.core.backends.call import Call, Options
 from rnnx.core.cells import Cell
 from rnnx.core.parallel import _combine, masked_coefficients
 from rnnx.core.typing import Params
+
+NAME = "sharded"
 
 # jax.shard_map is public from jax 0.6; jax.experimental.shard_map (deprecated from 0.8) before that.
 if hasattr(jax, "shard_map"):
     _shard_map = jax.shard_map
 else:  # pragma: no cover - older jax
     from jax.experimental.shard_map import shard_map as _shard_map
+
+
+def unsupported(call: Call) -> str | None:
+    if call.mesh is None:
+        return "the sequence-parallel scan splits time over the devices of mesh=, and none was given"
+    if call.cell.coefficients is None:
+        name = call.cell.name
+        return f"the sequence-parallel scan needs a parallel-scan cell (rnnx.min_gru, rnnx.min_lstm), received {name}"
+    return None
+
+
+def run(cell: Cell, params: Params, xs, carry, valid, reset, fresh, *, reverse: bool, options: Options):
+    """The backend entry: :func:`unroll_parallel_sharded` over ``options.mesh``, rematerialised whole with
+    ``options.remat``."""
+    scan = functools.partial(unroll_parallel_sharded, cell, reverse=reverse, mesh=options.mesh)
+    return (jax.checkpoint(scan) if options.remat else scan)(params, xs, carry, valid, reset, fresh)
 
 
 def sharded_linear_scan(a, b, h0, *, mesh: Mesh, axis: str = "seq", reverse: bool = False):
@@ -220,4 +239,4 @@ def _all_gather(x, axis):
         return jax.lax.all_gather(x, axis)
 
 
-__all__ = ["sharded_linear_scan", "unroll_parallel_sharded"]
+__all__ = ["NAME", "run", "sharded_linear_scan", "unroll_parallel_sharded", "unsupported"]
