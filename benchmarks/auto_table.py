@@ -10,22 +10,20 @@ reads results of the suite (``python -m benchmarks``, ``benchmarks.report``'s me
       "choice": "scan", "source": "benchmarks/results/gpu-nvidia-h100-80gb-hbm3.json"}]}
 
 - ``device``: ``jax.devices()[0].device_kind`` lower-cased, runs of other characters than a-z and 0-9 replaced
-  by ``-`` (and stripped from the ends): :func:`benchmarks.rows.slug`.
+  by ``-`` (and stripped from the ends): :func:`rnnx.core.backends.table.device_key`, the resolver's own.
 - ``ms``: median milliseconds per backend (``scan``, ``cudnn``, ``pallas``: the suite's ``rnnx``, ``rnnx-cudnn``
   and ``rnnx-pallas`` rows; ``rnnx-auto``, the other libraries and rows that did not run are left out) per mode:
   ``forward``, ``backward`` (forward+backward: the gradient), ``train`` (the gradient, clipping and Adam).
-  Only single-layer, unidirectional, non-rematerialised rows of input size 300 go in: the key has no room for
-  more.
+  Only single-layer, unidirectional, non-rematerialised rows go in: the key has no room for more (the input
+  size is not in it either: the GPU suite measures I=300, as the resolver assumes).
 - **Merging.** Entries are keyed by (device, cell, dtype, B, T, H). A later input (the existing ``--out`` first,
   then the files in the order given) replaces a mode's times for every backend of that entry at once, so that
   the backends of one mode always come from one run, measured side by side; modes it did not measure are kept.
   ``source`` lists the files an entry's times come from.
-- ``choice``: among the backends never slower than the scan in any mode measured for both, the one with the
-  smallest time relative to the scan's, in the slowest mode it shares with the scan (``train``, else
-  ``backward``, else ``forward``); the scan where nothing is faster. The resolver may read or ignore it; ``ms``
-  is the record.
-
-Pure Python; no JAX import.
+- ``choice``: what ``backend="auto"`` runs at that shape, by the resolver's own rule
+  (:func:`rnnx.core.backends.table.winner`: the fastest in total over the scan's modes among the backends never
+  slower than the scan in any of them; the scan where none is). The resolver reads ``ms``; ``choice`` is there
+  for a reader of the table, and regenerating the table keeps it current.
 """
 
 import argparse
@@ -33,12 +31,13 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.rows import ok, slug
+from benchmarks.rows import ok
+from rnnx.core.backends.table import device_key, winner
 
-__all__ = ["BACKENDS", "KEY", "MODES", "choice", "entries_from", "main", "merge"]
+__all__ = ["BACKENDS", "KEY", "MODES", "entries_from", "main", "merge"]
 
 BACKENDS = {"rnnx": "scan", "rnnx-cudnn": "cudnn", "rnnx-pallas": "pallas"}
-MODES = ("forward", "backward", "train")  # cheapest first
+MODES = ("forward", "backward", "train")
 KEY = ("device", "cell", "dtype", "B", "T", "H")
 _SPLIT = {"rnnx-scan": "scan", "rnnx-cudnn": "cudnn"}  # benchmarks.cudnn_split's case prefixes
 _SPLIT_MODES = {"forward": "forward", "grad": "backward"}
@@ -46,22 +45,20 @@ _SPLIT_MODES = {"forward": "forward", "grad": "backward"}
 
 def _suite_times(result: dict):
     """``(key fields, backend, mode, ms)`` of a suite result's rnnx rows."""
-    device = slug(result["environment"]["device"])
+    device = device_key(result["environment"]["device"])
     for r in ok(result["rows"]):
         simple = r.get("layers", 1) == 1 and not r.get("bidirectional") and not r.get("remat")
-        if r["peer"] in BACKENDS and simple and r.get("input", 300) == 300:
+        if r["peer"] in BACKENDS and simple:
             key = {"device": device, "cell": r["cell"], "dtype": r["dtype"], "B": r["batch"], "T": r["steps"]}
             yield key | {"H": r["hidden"]}, BACKENDS[r["peer"]], r["mode"], r["median_ms"]
 
 
 def _split_times(result: dict):
     """The same from ``benchmarks.cudnn_split`` (an LSTM in float32 at its B, I and H)."""
-    if result.get("I", 300) != 300:
-        return
     for r in result["rows"]:
         backend, _, mode = r["case"].rpartition(" ")
         if backend in _SPLIT and mode in _SPLIT_MODES and "ms" in r:
-            key = {"device": slug(result["device"]), "cell": "lstm", "dtype": "float32", "B": result["B"]}
+            key = {"device": device_key(result["device"]), "cell": "lstm", "dtype": "float32", "B": result["B"]}
             yield key | {"T": r["T"], "H": result["H"]}, _SPLIT[backend], _SPLIT_MODES[mode], r["ms"]
 
 
@@ -84,7 +81,7 @@ def merge(old: list[dict], new: list[dict]) -> list[dict]:
             table[key] = {**entry, "ms": {b: dict(m) for b, m in entry["ms"].items()}}
             continue
         mine = table[key]
-        for mode in {m for times in entry["ms"].values() for m in times}:
+        for mode in [m for m in MODES if any(m in times for times in entry["ms"].values())]:
             for times in mine["ms"].values():
                 times.pop(mode, None)
             for backend, times in entry["ms"].items():
@@ -93,22 +90,13 @@ def merge(old: list[dict], new: list[dict]) -> list[dict]:
         mine["ms"] = {b: t for b, t in mine["ms"].items() if t}
         sources = mine["source"].split(", ") + [entry["source"]]
         mine["source"] = ", ".join(dict.fromkeys(s for s in sources if s))
-    out = [{**e, "choice": choice(e["ms"])} for e in table.values()]
+    out = [{**e, "ms": _ordered(e["ms"]), "choice": winner(e["ms"])} for e in table.values()]
     return sorted(out, key=lambda e: tuple(e[k] for k in KEY))
 
 
-def choice(ms: dict) -> str:
-    """The fastest backend that is never slower than the scan in a mode both measured; else ``"scan"``."""
-    scan = ms.get("scan", {})
-    best, best_time = "scan", None
-    for backend, times in ms.items():
-        shared = [m for m in MODES if m in times and m in scan]
-        if backend == "scan" or not shared or any(times[m] > scan[m] for m in shared):
-            continue
-        mode = shared[-1]
-        if times[mode] < scan[mode] and (best_time is None or times[mode] / scan[mode] < best_time):
-            best, best_time = backend, times[mode] / scan[mode]
-    return best
+def _ordered(ms: dict) -> dict:
+    """Backends and modes in one fixed order, so that the same measurements always write the same file."""
+    return {b: {m: ms[b][m] for m in MODES if m in ms[b]} for b in BACKENDS.values() if b in ms}
 
 
 def main(argv=None) -> dict:

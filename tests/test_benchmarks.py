@@ -120,7 +120,7 @@ def test_gpu_suite_on_cpu_writes_md_json_and_a_plot_with_pallas_rows_per_step_an
             "--peers",
             "rnnx,rnnx-pallas,rnnx-cudnn",
             "--sweep-peers",
-            "rnnx,rnnx-pallas",
+            "rnnx",  # the interpreter's kernels take seconds to compile: pallas at one shape only
             "--out",
             str(tmp_path),
             "--name",
@@ -131,13 +131,13 @@ def test_gpu_suite_on_cpu_writes_md_json_and_a_plot_with_pallas_rows_per_step_an
     result = json.loads(stem.with_suffix(".json").read_text())
     rows = result["rows"]
     assert {(r["part"], r["steps"]) for r in rows} == {("headline", 4), ("headline", 10), ("sweep-steps", 16)}
-    assert {(r["peer"], r["mode"]) for r in rows if r["part"] == "headline"} == {
+    assert {(r["peer"], r["mode"]) for r in rows if r["steps"] == 4} == {
         (p, m) for p in ("rnnx", "rnnx-pallas", "rnnx-cudnn") for m in ("forward", "backward", "train")
     }
     cudnn = [r for r in rows if r["peer"] == "rnnx-cudnn"]
     assert cudnn and all(r["status"].startswith("unavailable: needs a GPU") for r in cudnn)
-    pallas = [r for r in rows if r["peer"] == "rnnx-pallas"]  # runs in Pallas's interpreter, or says why not
-    assert pallas and all(r["status"] == "ok" or r["status"].startswith("unavailable: ValueError") for r in pallas)
+    pallas = [r for r in rows if r["peer"] == "rnnx-pallas"]  # in Pallas's interpreter
+    assert len(pallas) == 3 and all(r["status"] == "ok" and r["per_step_basis"] == "median/T" for r in pallas)
     scan = [r for r in rows if r["peer"] == "rnnx" and r["status"] == "ok"]
     assert {r["per_step_basis"] for r in scan} == {"fit"} and all(r["fixed_ms"] >= 0 for r in scan)
     assert all(r["fraction_of_peak"] > 0 for r in scan) and set(result["peak"]) == {"float32"}
