@@ -63,9 +63,9 @@ def run_setting(setting: str, args, seconds: float) -> tuple[dict, dict | None]:
     flags = " ".join(f for f in (os.environ.get("XLA_FLAGS", ""), SETTINGS[setting]) if f)
     record = {"xla_flags": SETTINGS[setting], "seconds_allowed": round(seconds)}
     start = time.perf_counter()
-    # the child's own budget leaves room for JAX's start and one last configuration before the kill; at least
-    # 5 s, so that the first configuration always starts
-    command = _child(setting, args, max(5.0, seconds - 30))
+    # the child's own budget is half its time, the other half left for JAX's start and the last configuration
+    # before the kill; at least 5 s, so that the first configuration always starts
+    command = _child(setting, args, max(5.0, seconds / 2))
     try:
         done = subprocess.run(
             command, env=os.environ | {"XLA_FLAGS": flags}, capture_output=True, text=True, timeout=seconds
@@ -88,6 +88,18 @@ def _why(stderr: str) -> str:
     return (flag[0] if flag else lines[-1])[:300]
 
 
+def _kernels_per_step(median: dict, cell: str, steps: int, unroll: int) -> float | None:
+    """Kernels per time step of the default flags' compiled forward pass: the loop body's count / unroll, or,
+    where the loop was unrolled away (unroll >= T), the whole module's count / T."""
+    row = median.get(("default", cell, steps, "forward", unroll)) or median.get(
+        ("default", cell, steps, "train", unroll)
+    )
+    counts = (row or {}).get("hlo")
+    if not counts:
+        return None
+    return counts["per_step"] / unroll if counts["loops"] else counts["module"]["kernels"] / steps
+
+
 def markdown(result: dict) -> str:
     """Median per unroll factor (rows) and setting (columns), with the ratio to the default scan (unroll 1)."""
     rows = ok(result["rows"])
@@ -99,7 +111,7 @@ def markdown(result: dict) -> str:
         "Median ms and (x the default scan, unroll 1, default flags) of `rnnx.unroll`'s scan, B=64 I=300 H=128 "
         "float32 (tiny shapes in a rehearsal). Settings run one after another in separate processes; unroll "
         "factors within a setting are interleaved. Kernels per step: the compiled loop body's kernel count / unroll "
-        "(default flags, forward).",
+        "(default flags, forward where measured, else the training step).",
         "",
         "| setting | XLA_FLAGS | exit | seconds | note |",
         "|---|---|---|---|---|",
@@ -118,12 +130,14 @@ def markdown(result: dict) -> str:
             cells = []
             for name in settings:
                 r = median.get((name, cell, steps, mode, unroll))
-                ratio = r and base and r["median_ms"] / base["median_ms"]
-                cells.append(f"{r['median_ms']:.3g} ({fmt(ratio, '.2f')}x)" if r else "-")
-                if r and ratio is not None and ratio < best.get((cell, steps, mode), ("", 1.0))[1]:
+                if r is None:
+                    cells.append("-")
+                    continue
+                ratio = base and r["median_ms"] / base["median_ms"]
+                cells.append(f"{r['median_ms']:.3g}" + (f" ({ratio:.2f}x)" if ratio else ""))
+                if ratio and ratio < best.get((cell, steps, mode), ("", 1.0))[1]:
                     best[(cell, steps, mode)] = (f"{name}, unroll {unroll}", ratio)
-            counts = (median.get(("default", cell, steps, "forward", unroll)) or {}).get("hlo") or {}
-            per_step = counts.get("per_step") and counts["per_step"] / unroll
+            per_step = _kernels_per_step(median, cell, steps, unroll)
             lines.append(
                 f"| {cell} | {steps} | {mode} | {unroll} | " + " | ".join(cells) + f" | {fmt(per_step, '.2g')} |"
             )
