@@ -42,7 +42,7 @@ FUZZ = settings(deadline=None, database=None)
 # The optimisation level changes how fast the program runs, not what it computes.
 UNROLL = jax.jit(
     rnnx.unroll,
-    static_argnames=("reverse", "time_major", "unroll", "remat", "hoist", "parallel"),
+    static_argnames=("reverse", "time_major", "unroll", "remat", "hoist", "parallel", "backend"),
     compiler_options={"xla_backend_optimization_level": 0},
 )
 
@@ -110,7 +110,9 @@ def _check(case, **override):
     *batch, steps, _ = xs.shape
     tm = (lambda a: np.moveaxis(a, -1, 0)) if time_major else (lambda a: a)
     kwargs = {
-        k: case[k] for k in ("lengths", "initial_carry", "reverse", "unroll", "remat", "hoist", "parallel") if k in case
+        k: case[k]
+        for k in ("lengths", "initial_carry", "reverse", "unroll", "remat", "hoist", "parallel", "backend")
+        if k in case
     }
     kwargs |= {k: tm(case[k]) for k in ("mask", "reset") if k in case}
     carry, ys = UNROLL(cell, params, np.moveaxis(xs, -2, 0) if time_major else xs, time_major=time_major, **kwargs)
@@ -173,6 +175,20 @@ def test_parallel_and_sequential_both_match_the_reference(name):
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
     _fuzz(name, 10, both)
+
+
+KERNEL_CELLS = sorted(name for name, entry in FUZZ_CELLS.items() if entry[0](1).update is not None)
+
+
+@pytest.mark.parametrize("name", KERNEL_CELLS)
+def test_the_fused_kernels_match_the_numpy_reference(name):
+    """``backend="pallas"`` (Pallas's interpreter here) on fuzzed sequence semantics, against the NumPy
+    reference; few examples, since each one compiles a kernel."""
+
+    def one(case):
+        _check(case, backend="pallas")
+
+    _fuzz(name, 4, one)
 
 
 # A reset in the padding (at or after a sequence's length) lies outside the sequence and must change nothing:

@@ -116,7 +116,7 @@ def run(cell: Cell, params: Params, x_tm, carry, valid, reset, fresh, *, reverse
     dtype = leaves[0].dtype  # the compute dtype: cells keep their carry in it
     steps, n = x_tm.shape[:2]
     g, h = cell.gates, cell.hidden_size
-    hp, rows = _padded(h), -(-n // tuning.block) * tuning.block
+    hp, rows = _padded(h), max(1, -(-n // tuning.block)) * tuning.block  # an empty batch still runs one tile
 
     def pad_gates(a):  # (..., g*h) -> (..., g*hp), each gate block padded with zeros
         a = a.reshape(*a.shape[:-1], g, h)
@@ -152,9 +152,11 @@ class _Config:
 
     def step(self, extras: dict, weights: list):
         """``(carry, x) -> (carry, y)``: the cell's update with ``rec`` over the loaded gate blocks."""
+        precision = _matmul_precision()
 
         def rec(v, wanted):
-            return [jnp.dot(v, weights[j], preferred_element_type=jnp.float32).astype(v.dtype) for j in wanted]
+            dot = functools.partial(jnp.dot, precision=precision, preferred_element_type=jnp.float32)
+            return [dot(v, weights[j]).astype(v.dtype) for j in wanted]
 
         def step(carry, x):
             new = self.cell.update(extras, carry, x, rec)
@@ -296,6 +298,20 @@ def _call(config, kernel, out_shape, rows):
         compiler_params=compiler_params,
         name=f"rnnx_{config.cell.name}_{kernel.func.__name__.strip('_')}",
     )
+
+
+def _matmul_precision():
+    """The kernels' matmul precision: what ``jax.default_matmul_precision`` asks of XLA's matmuls in the scan.
+
+    Pallas-Triton reads only a dot's own ``precision`` (None is TF32 for float32 inputs, as XLA's default on
+    GPUs with TF32), not the global setting, so the setting in force while tracing is passed on.
+    """
+    setting = jax.config.jax_default_matmul_precision
+    if setting in ("float32", "highest"):
+        return jax.lax.Precision.HIGHEST
+    if setting in ("tensorfloat32", "high"):
+        return jax.lax.Precision.HIGH
+    return None
 
 
 def _rows(config):
