@@ -26,7 +26,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.5}"
 PY="${PYTHON:-$(command -v python || command -v python3)}"
 TOTAL="${RNNX_DEVICE_TOTAL_SECONDS:-470}"
-RESERVE=25 # kept back for merging the report at the end
+RESERVE=40 # kept back for merging the report and writing auto's table rows at the end
 BENCH=(--suite gpu)
 TUNING=(--cells lstm,gru,simple_rnn --steps 1000,100 --modes train)
 if [[ "${RNNX_DEVICE_REHEARSAL:-0}" == "1" ]]; then
