@@ -61,7 +61,7 @@ def _reject_torch_arguments(owner: str, kwargs: dict) -> None:
             raise TypeError(f"rnnx.nn.{owner}: {name} is PyTorch's; {_TORCH_ARGUMENTS[name](value)}")
 
 
-def _as_rngs(rngs):
+def _as_rngs(rngs: nnx.Rngs | int | Key | None) -> nnx.Rngs | None:
     """``nnx.Rngs`` from an int seed or a key, as Flax's modules accept (``rngs=0`` is ``nnx.Rngs(0)``)."""
     if rngs is None or isinstance(rngs, nnx.Rngs):
         return rngs
@@ -134,8 +134,10 @@ class Recurrent(nnx.Module):
         _check_initial_carry(type(self).__name__, initial_carry, xs)
         deterministic = self.deterministic if deterministic is None else deterministic
         key = None if deterministic or net.dropout == 0 else self._dropout_key(rngs)
-        options = dict(lengths=lengths, mask=mask, reset=reset, initial_carry=initial_carry, key=key)
-        carry, ys = net.apply(self.functional()[1], xs, **options, **unroll_kwargs)
+        carry, ys = net.apply(
+            self.functional()[1], xs, lengths=lengths, mask=mask, reset=reset, initial_carry=initial_carry, key=key,
+            **unroll_kwargs,
+        )  # fmt: skip
         return ys, carry
 
     def initial_carry(self, batch_shape: BatchShape = ()) -> tuple[Carry, ...]:
@@ -177,18 +179,18 @@ class Recurrent(nnx.Module):
         """
         if not isinstance(net, Stack):
             raise TypeError(f"net must be an rnnx.Stack (from rnnx.stacked), received {type(net).__name__}")
-        kind = _CLASSES.get(net.cell.name, Recurrent)
+        kind: type[Recurrent] = _CLASSES.get(net.cell.name, Recurrent)
         if cls is not Recurrent and cls is not kind:
             raise TypeError(
                 f"{cls.__name__}.from_functional needs a {cls.__name__} stack, received a {net.cell.name} one"
             )
         input_size = check_stack_params(net, params)
-        options = dict(bidirectional=net.bidirectional, dropout=net.dropout, time_major=net.time_major)
+        options: dict[str, Any] = dict(bidirectional=net.bidirectional, dropout=net.dropout, time_major=net.time_major)
         options |= dict(deterministic=deterministic, params=params, rngs=rngs)
         if kind is Recurrent:
             return Recurrent(net.cell, input_size, net.num_layers, **options)
         config = {k: v for k, v in net.cell.config.items() if k != "hidden_size"}
-        module = kind(input_size, net.cell.hidden_size, net.num_layers, **options, **config)
+        module = kind(input_size, net.cell.hidden_size, net.num_layers, **options, **config)  # type: ignore[arg-type]
         # The given net, not the rebuilt one: it keeps the cell's initialisers and dtypes.
         module.net = net
         return module
@@ -313,7 +315,7 @@ class GRU(_Named):
 
 
 # Keyed by the registry's names: the class from_functional returns for a stack of that cell.
-_CLASSES = {cls.cell_name: cls for cls in (SimpleRNN, LSTM, GRU)}
+_CLASSES: dict[str, type[SimpleRNN | LSTM | GRU]] = {cls.cell_name: cls for cls in (SimpleRNN, LSTM, GRU)}
 
 
 class RecurrentCell(nnx.Module):

@@ -46,7 +46,7 @@ def check_params(cell, params) -> int:
     w_ih = received.get("w_ih") if isinstance(received, dict) else None
     input_size = w_ih[0] if w_ih and len(w_ih) == 2 else None
     expected = cell.param_shapes(input_size) if input_size else None
-    if expected != received:
+    if input_size is None or expected != received:
         raise ValueError(
             f"params do not fit the cell {cell!r}: expected arrays "
             f"{expected or cell.param_shapes('d')}, received {received}. "

@@ -34,7 +34,7 @@ Equinox instead draw everything from U(-1/sqrt(h), 1/sqrt(h)); pass ``torch_init
 
 import dataclasses
 from collections.abc import Callable, Hashable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -115,7 +115,7 @@ class Cell:
     @property
     def hidden_size(self) -> int:
         """``h``."""
-        return dict(self.spec)["hidden_size"]
+        return cast(int, dict(self.spec)["hidden_size"])
 
     def apply(self, params: Params, carry: Carry, x: Step) -> tuple[Carry, Hidden]:
         """One time step: ``(carry, x (*b, d)) -> (carry, y (*b, h))``."""

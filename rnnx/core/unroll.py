@@ -162,7 +162,7 @@ def _check_parallel(cell, parallel, mesh):
     return cell.coefficients is not None if parallel is None else parallel
 
 
-def _check_xs(xs, input_size):
+def _check_xs(xs, input_size) -> jax.Array:
     xs = jnp.asarray(xs)
     if not jnp.issubdtype(xs.dtype, jnp.floating):
         raise TypeError(f"xs must have a floating dtype, received {xs.dtype}; cast it, e.g. xs.astype(jnp.float32)")

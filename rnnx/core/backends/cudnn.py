@@ -101,7 +101,8 @@ def unpack(net, packed, input_size: int) -> list:
         )
     w_ih, w_hh, b_ih, b_hh = jrnn.unpack_lstm_weights(packed, input_size, h, layers, bi)
     expected = _expected_params(net, input_size)
-    params, index = [], 0
+    params: list[list[dict]] = []
+    index = 0
     for layer in expected:
         params.append([])
         for like in layer:
