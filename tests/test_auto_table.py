@@ -155,8 +155,9 @@ def test_every_committed_entry_records_a_choice_never_slower_than_the_scan():
             assert all(m in entry["ms"][chosen] and entry["ms"][chosen][m] <= scan[m] for m in scan)
             assert sum(entry["ms"][chosen][m] for m in scan) < sum(scan.values())
     # What the committed H100 results say: cuDNN's LSTM loses to the scan at the headline shape (forward 1.94 ms
-    # against 1.12 ms) and at T=1000 (training step 36.5 ms against 35.1 ms), and wins the training step at H=1024.
+    # against 1.12 ms) and at T=1000 (training step 36.5 ms against 35.1 ms). It wins the training step at
+    # H=1024, but its forward pass was not measured there, so "auto" does not take it (it could be slower).
     choices = {(e["cell"], e["dtype"], e["B"], e["T"], e["H"]): e["choice"] for e in table["entries"]}
     assert choices[("lstm", "float32", 64, 100, 128)] == "scan"
     assert choices[("lstm", "float32", 64, 1000, 128)] == "scan"
-    assert choices[("lstm", "float32", 64, 100, 1024)] == "cudnn"
+    assert choices[("lstm", "float32", 64, 100, 1024)] == "scan"
