@@ -16,7 +16,7 @@ import sys
 
 from rnnx.apps import config
 from rnnx.apps.config import ClassifierConfig, ConfigError, LanguageModelConfig, add_config_flags, config_from_args
-from rnnx.apps.data import DataUnavailable, check_files, local_files
+from rnnx.apps.data import DataUnavailable, check_files, local_files, require_datasets
 from rnnx.core import CELLS
 from rnnx.training import distributed
 
@@ -187,6 +187,8 @@ def _train_config(args):
     paths = local_files(cfg.dataset)
     if paths is not None:
         check_files(paths)
+    if cfg.dataset != "shakespeare":  # the shipped text is read without datasets; every other source needs it
+        require_datasets(f"--dataset {cfg.dataset}")
     for note in config.warnings(cfg) if distributed.is_lead() else ():
         print(f"rnnx train: warning: {note}", file=sys.stderr)
     return cfg
