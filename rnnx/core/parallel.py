@@ -118,8 +118,7 @@ def min_lstm(
     ``i' = sigma(delta)``, finite even where ``f`` and ``i`` both underflow. ``a_t = f'_t``,
     ``b_t = i'_t g(h~_t)``. Parameters ``3h (d + 1)``: 115,584 for d=300, h=128.
 
-    Args:
-      As in :func:`min_gru`.
+    The arguments are as in :func:`min_gru`.
 
     Returns:
       A :class:`Cell` whose carry is ``h (*b, h)`` and that supports ``rnnx.unroll(..., parallel=True)``.
