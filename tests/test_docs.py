@@ -144,4 +144,8 @@ def test_the_site_builds_strictly(tmp_path):
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-4000:]
-    assert (tmp_path / "site" / "api" / "rnnx" / "index.html").exists()
+    site = tmp_path / "site"
+    assert (site / "api" / "rnnx" / "index.html").exists()
+    folders = ("benchmarks/results", "examples/results")
+    plots = [p.relative_to(ROOT) for folder in folders for p in (ROOT / folder).glob("*.png")]
+    assert plots and all((site / p).exists() for p in plots), "docs/hooks.py serves the committed plots"
