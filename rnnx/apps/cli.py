@@ -21,8 +21,8 @@ from rnnx.core import CELLS
 from rnnx.training import distributed
 
 # The main job, ``rnnx train`` with no flags: chosen to beat the n-gram baseline within a few minutes on two
-# CPU cores (the README gives the figures and the command); the examples train longer with the config's own
-# defaults.
+# CPU cores (docs/getting-started.md gives the figures and the command); the examples train longer with the
+# config's own defaults.
 LM_DEFAULTS = dict(
     steps=1800, learning_rate=1e-2, schedule="cosine", batch_size=64, window=50, embed=64, eval_every=200
 )

@@ -72,7 +72,7 @@ def unroll(
         apply to the parallel mode; ``remat`` rematerialises the whole parallel scan. The parallel mode is
         for accelerators, where ``t`` sequential steps cost ``t`` kernel launches and the scan's ``log t``
         depth pays; on a CPU, which runs one step cheaply, the sequential mode can be as fast or faster
-        (``python -m benchmarks.parallel``; results in ``benchmarks/results/`` and the README).
+        (``python -m benchmarks.parallel``; results in ``benchmarks/results/`` and docs/parallel-scan.md).
 
       mesh: a ``jax.sharding.Mesh`` with an axis named ``seq``: split the time axis over its devices
         (sequence parallelism, :mod:`rnnx.core.backends.sharded`), each device scanning its chunk and one collective
