@@ -14,8 +14,7 @@ Differences from PyTorch worth knowing when swapping ``torch.nn.LSTM`` for :clas
 * :func:`to_torch_state` and :func:`from_torch_state` convert that tuple to and from PyTorch's stacked
   ``h_n (L*D, b, h)`` (and ``c_n``);
 * initialisation follows rnnx (Keras's defaults); pass ``kernel_init=rnnx.torch_init(h)`` etc. for
-  PyTorch's, or bring trained weights along with :func:`rnnx.interop.from_torch` and
-  :meth:`Recurrent.from_functional`;
+  PyTorch's, or bring a trained module along with :meth:`Recurrent.from_torch` (weights and train/eval mode);
 * one bias ``b`` per gate block (PyTorch's ``b_ih + b_hh`` folded), ``use_bias=False`` for PyTorch's
   ``bias=False``; PyTorch-only arguments (``batch_first``, ``nonlinearity``, ...) are refused with the fix;
 * ``rngs`` takes an int seed (``rngs=0`` is ``nnx.Rngs(0)``), as Flax's own modules do.
@@ -35,6 +34,7 @@ from rnnx.core.cells import Cell, LSTMCarry
 from rnnx.core.registry import CELLS
 from rnnx.core.stack import Stack, stacked
 from rnnx.core.typing import BatchShape, Carry, Inputs, Key, Lengths, Mask, Outputs, StackParams
+from rnnx.interop import torch as torch_interop
 
 
 def _is_param(x) -> bool:
@@ -194,6 +194,21 @@ class Recurrent(nnx.Module):
         # The given net, not the rebuilt one: it keeps the cell's initialisers and dtypes.
         module.net = net
         return module
+
+    @classmethod
+    def from_torch(cls, module, *, rngs: nnx.Rngs | int | None = None) -> "Recurrent":
+        """The module computing what the ``torch.nn.RNN``/``LSTM``/``GRU`` ``module`` computes, in its mode.
+
+        The weights as :func:`rnnx.interop.from_torch` converts them, torch's layout (time-major unless
+        ``batch_first``), and torch's mode: a module in eval mode gives ``deterministic=True`` (no dropout), one
+        in training mode ``deterministic=False``. ``rngs`` is needed only to train with dropout.
+        """
+        net, params = torch_interop.from_torch(module)
+        return cls.from_functional(net, params, rngs=rngs, deterministic=not module.training)
+
+    def to_torch(self):
+        """The ``torch.nn`` module with these weights, in this module's mode (``.eval()`` when deterministic)."""
+        return torch_interop.to_torch(*self.functional()).train(not self.deterministic)
 
     def _dropout_key(self, rngs):
         if rngs is None:

@@ -376,7 +376,7 @@ def _load_text(cfg: LanguageModelConfig):
     """``(train, validation, test)`` strings. Shakespeare holds out whole texts: every 7th (from the 3rd)
     for test and every 7th (from the 6th) for validation; local files hold out their last 10% / 5%."""
     if cfg.dataset == "shakespeare":
-        texts = corpora.shakespeare()["text"]
+        texts = [row["text"] for row in corpora.shakespeare_rows()]
         test = [t for i, t in enumerate(texts) if i % 7 == 2]
         val = [t for i, t in enumerate(texts) if i % 7 == 5]
         rest = [t for i, t in enumerate(texts) if i % 7 not in (2, 5)]
