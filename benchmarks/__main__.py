@@ -11,14 +11,18 @@ so noise falls on all alike; ratios are peer / rnnx (the scan path). A contender
 unsupported for a dtype or fails is reported in its row; it never stops the run.
 
 **The GPU suite** (default when ``jax.default_backend() == "gpu"``): torch CUDA (cuDNN) beside rnnx's scan,
-rnnx ``auto`` and ``cudnn`` (LSTM), flax ``nn.RNN``, flax.nnx and Equinox, in float32 and bfloat16, forward
-and training step, at B=64 T=100 I=300 H=128 (``headline``), then training-step sweeps over H (512, 1024),
-T (1000) and B (8, 256) (parts ``hidden``, ``steps``, ``batch``, in that order of value). It reports
-median time, ratio to rnnx, tokens/s, memory, compile time, kernels per scan step from the compiled HLO,
-and the accelerator goals as met/missed, and writes ``gpu-<device>.{json,md,png}``. ``--budget-seconds``
-skips (and records) the configurations left when time runs out; results are rewritten after every
-configuration, so a run killed by ``timeout`` keeps what it measured. ``--tiny`` shrinks every shape and
-repeat, for rehearsing on a CPU.
+rnnx ``pallas`` (the fused kernels), ``auto`` and ``cudnn`` (LSTM), flax ``nn.RNN``, flax.nnx and Equinox, forward,
+forward+backward (``backward``) and training step (``train``). In order of value: the headline B=64 I=300 H=128 at
+T=100 and T=1000 in float32 for the goal cells (LSTM, GRU, simple RNN; T=1000 with the fewer ``--sweep-peers``),
+then the other cells, then bfloat16; then sweeps over H (512, 1024, 256), T (10000) and B (8, 256), each value in
+float32 and bfloat16 side by side, forward and training step (parts ``hidden``, ``steps``, ``batch``). It
+reports median time, ratio to rnnx, tokens/s, memory, compile time, per-step µs and the fraction of the matmul
+peak (``benchmarks/roofline.py``), kernels per scan step from the compiled HLO, and the accelerator goals as
+met/missed/not measured, and writes ``gpu-<device>.{json,md,png}``. A contender that cannot run a configuration
+(no cuDNN GRU, a ValueError from ``backend="pallas"``) is a row with its one-line reason. ``--budget-seconds`` skips
+(and records) the configurations left when time runs out; results are rewritten after every configuration, so a
+run killed by ``timeout`` keeps what it measured. ``--tiny`` shrinks every shape and repeat, for rehearsing on a
+CPU, where ``pallas`` runs in Pallas's interpreter.
 
 Results go to ``--out``, default ``$OUT`` when set, else ``benchmarks/results``. Progress goes to stderr.
 """
@@ -36,9 +40,10 @@ from pathlib import Path
 import jax
 
 import rnnx
-from benchmarks import report
-from benchmarks.peers import MODES, PEERS, Config, Unavailable, Unsupported
-from benchmarks.timing import time_interleaved
+from benchmarks import report, roofline
+from benchmarks.peers import DEFAULT_MODES, MODES, PEERS, Config, Unavailable, Unsupported
+from benchmarks.rows import fmt, slug
+from benchmarks.timing import reason, time_interleaved
 
 # The seed's speed claims, as ranges of the time ratio they assert.
 CLAIMS = {
@@ -48,8 +53,10 @@ CLAIMS = {
 CPU_CELLS = ("simple_rnn", "lstm", "gru", "min_gru")
 CPU_PEERS = ("rnnx", "flax.linen", "flax.linen OptimizedLSTM", "flax.nnx", "equinox", "torch")
 GPU_CELLS = ("lstm", "gru", "simple_rnn", "min_gru", "min_lstm")  # by value: the cuDNN goal first
+GOAL_CELLS = ("lstm", "gru", "simple_rnn")  # the fused-kernel goals' cells
 GPU_PEERS = (
     "rnnx",
+    "rnnx-pallas",
     "rnnx-auto",
     "rnnx-cudnn",
     "flax.linen",
@@ -58,11 +65,16 @@ GPU_PEERS = (
     "equinox",
     "torch",
 )
-SWEEP_PEERS = ("rnnx", "rnnx-cudnn", "flax.linen", "torch")
+SWEEP_PEERS = ("rnnx", "rnnx-pallas", "rnnx-cudnn", "flax.linen", "torch")
+SWEEP_MODES = ("forward", "train")
 HEADLINE = {"batch": 64, "steps": 100, "input": 300, "hidden": 128}
-SWEEPS = {"hidden": (128, 512, 1024), "steps": (100, 1000), "batch": (8, 256)}  # in order of value
+HEADLINE_STEPS = (100, 1000)  # the fused-kernel goals are stated at both
+# In order of value: H=512 and 1024 hold the bfloat16 goal and lie past cuDNN's persistent-kernel limit; then the
+# long sequence, where only the per-step cost counts; then batch.
+SWEEPS = {"hidden": (512, 1024, 256), "steps": (10000,), "batch": (8, 256)}
 TINY = {"batch": 2, "steps": 4, "input": 6, "hidden": 4}
-TINY_SWEEPS = {"hidden": (4, 8, 12), "steps": (4, 10), "batch": (1, 3)}
+TINY_HEADLINE_STEPS = (4, 10)
+TINY_SWEEPS = {"hidden": (8, 12), "steps": (16,), "batch": (1, 3)}
 GPU_PARTS = ("headline", *SWEEPS)
 
 
@@ -84,37 +96,47 @@ def log(message: str) -> None:
 def gpu_plan(
     parts=GPU_PARTS,
     cells=GPU_CELLS,
-    sweep_cells=("lstm", "gru"),
+    sweep_cells=GOAL_CELLS,
     dtypes=("float32", "bfloat16"),
     peers=GPU_PEERS,
     sweep_peers=SWEEP_PEERS,
     repeats: int = 15,
     tiny: bool = False,
     base: dict | None = None,
+    headline_steps: tuple[int, ...] | None = None,
+    modes: tuple[str, ...] = MODES,
 ) -> list[Job]:
     """The GPU suite's configurations, most valuable first.
 
-    The headline shape for every dtype (float32 first) and cell, forward and training step; then per sweep
-    axis and value (the headline's own value left out), each cell in float32 and bfloat16 side by side,
-    training step only, with fewer repeats.
+    The headline shape at each of ``headline_steps`` (the first with every contender, the others with the sweep
+    contenders), in ``modes``, ordered: float32 before bfloat16, the goal cells before the others, short before
+    long. Then per sweep axis and value, each sweep cell in float32 and bfloat16 side by side, in those of
+    ``modes`` among forward and training step, with fewer repeats; a configuration the headline holds is not repeated.
     """
     base = dict(TINY if tiny else (base or HEADLINE))
+    default_steps = HEADLINE_STEPS if base["steps"] == HEADLINE["steps"] else (base["steps"],)
+    steps = headline_steps or (TINY_HEADLINE_STEPS if tiny else default_steps)
     sweeps = TINY_SWEEPS if tiny else SWEEPS
     jobs = []
     if "headline" in parts:
-        for dtype in dtypes:
-            for cell in cells:
-                jobs.append(Job("headline", Config(cell, **base, dtype=dtype), tuple(peers), MODES, repeats))
+        order = sorted(
+            ((d, c, t) for d in dtypes for c in cells for t in steps),
+            key=lambda k: (dtypes.index(k[0]), k[1] not in GOAL_CELLS, steps.index(k[2]), cells.index(k[1])),
+        )
+        for dtype, cell, t in order:
+            config = Config(cell, **(base | {"steps": t}), dtype=dtype)
+            jobs.append(Job("headline", config, tuple(peers if t == steps[0] else sweep_peers), modes, repeats))
+    planned = {j.config for j in jobs}
+    sweep_modes = tuple(m for m in SWEEP_MODES if m in modes)
     for axis, values in sweeps.items():
         if axis not in parts:
             continue
         for value in values:
-            if value == base[axis]:
-                continue
             for cell in sweep_cells:
                 for dtype in dtypes:
                     cfg = Config(cell, **(base | {axis: value}), dtype=dtype)
-                    jobs.append(Job(f"sweep-{axis}", cfg, tuple(sweep_peers), ("train",), max(3, repeats // 3)))
+                    if cfg not in planned:
+                        jobs.append(Job(f"sweep-{axis}", cfg, tuple(sweep_peers), sweep_modes, max(3, repeats // 3)))
     return jobs
 
 
@@ -139,11 +161,6 @@ def matmul_peak_gflops(dtype: str, size: int = 2048, repeats: int = 10) -> float
     return 2 * size**3 / (t * 1e-3) / 1e9
 
 
-def _reason(error: Exception) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"[:300]
-
-
 def run_config(job: Job, peers: dict = PEERS, peak: dict | None = None) -> list[dict]:
     """Build and time every contender of one job, interleaved; one row per (peer, mode), failures included."""
     cfg, contenders, rows = job.config, {}, []
@@ -158,7 +175,7 @@ def run_config(job: Job, peers: dict = PEERS, peak: dict | None = None) -> list[
         except Unavailable as why:
             status = f"unavailable: {why}"
         except Exception as error:  # any library's failure is a row, never the end of the run
-            status = f"failed: {_reason(error)}"
+            status = f"failed: {reason(error)}"
         log(f"  {name}: {status}")
         rows += [{"peer": name, "mode": mode, **common, "status": status} for mode in job.modes]
     for mode in job.modes:
@@ -199,7 +216,6 @@ def markdown(rows: list[dict]) -> str:
         "| cell | mode | library | median ms (min-max) | x rnnx | compile s | memory MiB | GFLOP/s | % peak | params |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    fmt = report._fmt
     for r in rows:
         if r.get("status") != "ok":
             continue
@@ -265,7 +281,7 @@ def environment(with_torch: bool) -> dict:
 
             torch_device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
         except Exception as error:  # torch missing or broken: the JAX rows still stand
-            torch_device = f"unavailable: {_reason(error)}"
+            torch_device = f"unavailable: {reason(error)}"
     return {
         "backend": jax.default_backend(),
         "device": device.device_kind,
@@ -297,10 +313,14 @@ def parse_args(argv=None):
         help="auto: gpu when jax's default backend is a GPU, else cpu",
     )
     parser.add_argument("--cells", help=f"comma-separated subset of {list(rnnx.CELLS)}")
-    parser.add_argument("--sweep-cells", default="lstm,gru", help="GPU suite: cells of the sweeps")
+    parser.add_argument("--sweep-cells", default=",".join(GOAL_CELLS), help="GPU suite: cells of the sweeps")
     parser.add_argument("--parts", default=",".join(GPU_PARTS), help=f"GPU suite: subset of {list(GPU_PARTS)}")
     parser.add_argument("--batch", type=int, default=HEADLINE["batch"])
     parser.add_argument("--steps", type=int, default=HEADLINE["steps"])
+    parser.add_argument(
+        "--headline-steps",
+        help="GPU suite: comma-separated T of the headline (default 100,1000; --tiny 4,10); the first gets every peer",
+    )
     parser.add_argument("--input", type=int, default=HEADLINE["input"])
     parser.add_argument("--hidden", type=int, default=HEADLINE["hidden"])
     parser.add_argument("--layers", type=int, default=1)
@@ -308,7 +328,9 @@ def parse_args(argv=None):
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="one dtype (same as --dtypes)")
     parser.add_argument("--dtypes", help="comma-separated; default float32 (CPU suite), float32,bfloat16 (GPU)")
     parser.add_argument("--remat", action="store_true", help="rnnx rematerialises each step")
-    parser.add_argument("--modes", default=",".join(MODES), help="CPU suite")
+    parser.add_argument(
+        "--modes", help=f"subset of {list(MODES)}; default forward,train (CPU suite), all three (GPU headline)"
+    )
     parser.add_argument("--peers", help=f"comma-separated subset of {list(PEERS)}")
     parser.add_argument("--sweep-peers", default=",".join(SWEEP_PEERS), help="GPU suite: peers of the sweeps")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 15; --tiny 2)")
@@ -331,7 +353,8 @@ def parse_args(argv=None):
     args.sweep_cells = _split(args.sweep_cells, ())
     args.parts = _split(args.parts, GPU_PARTS)
     args.dtypes = _split(args.dtypes or args.dtype, ("float32", "bfloat16") if gpu else ("float32",))
-    args.modes = _split(args.modes, MODES)
+    args.modes = _split(args.modes, MODES if gpu else DEFAULT_MODES)
+    args.headline_steps = tuple(int(t) for t in _split(args.headline_steps, ())) or None
     args.peers = _split(args.peers, GPU_PEERS if gpu else CPU_PEERS)
     args.sweep_peers = _split(args.sweep_peers, SWEEP_PEERS)
     args.repeats = args.repeats or (2 if args.tiny else 15)
@@ -359,6 +382,8 @@ def main(argv=None):
             args.repeats,
             args.tiny,
             base,
+            args.headline_steps,
+            args.modes,
         )
     else:
         base = TINY if args.tiny else base
@@ -366,9 +391,11 @@ def main(argv=None):
         jobs = cpu_plan(args.cells, args.peers, args.modes, args.dtypes, args.repeats, base, args.sweep)
     env = environment(with_torch="torch" in args.peers)
     log(f"device: {env['backend']} {env['device']} (torch: {env['torch_device']}); {len(jobs)} configurations")
-    peak = {d: matmul_peak_gflops(d, size=128 if args.tiny else 2048) for d in args.dtypes}
+    measured = {d: matmul_peak_gflops(d, size=128 if args.tiny else 2048) for d in args.dtypes}
+    peaks = {d: roofline.peak(slug(env["device"]), d, measured[d]) for d in args.dtypes}
+    peak = {d: gflops for d, (gflops, _) in peaks.items()}
     stem = (args.name or ("gpu-{device}" if gpu else f"{env['backend']}-{env['device']}")).format(
-        device=report.slug(env["device"])
+        device=slug(env["device"])
     )
     if not gpu and args.name is None:
         stem = stem.replace(" ", "_").lower()
@@ -376,7 +403,8 @@ def main(argv=None):
         "name": stem,
         "suite": args.suite,
         "environment": env,
-        "matmul_peak_gflops": peak,
+        "matmul_peak_gflops": measured,
+        "peak": {d: {"gflops": gflops, "source": source} for d, (gflops, source) in peaks.items()},
         "repeats": args.repeats,
         "budget_seconds": args.budget_seconds,
         "args": {k: str(v) for k, v in vars(args).items()},
@@ -388,6 +416,7 @@ def main(argv=None):
         result["elapsed_s"] = time.perf_counter() - start
         stats = jax.devices()[0].memory_stats() or {}
         result["device_peak_bytes_in_use"] = stats.get("peak_bytes_in_use")
+        result["rows"] = roofline.with_per_step(result["rows"])
         if gpu:
             text = report.gpu_markdown(result)
         else:

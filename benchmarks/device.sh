@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The one prepared run for a lent GPU machine: environment, GPU tests, then the benchmark suite in float32
-# and bfloat16, most valuable part first, all within RNNX_DEVICE_TOTAL_SECONDS (default 470 s, under the
-# 8 minutes a lent GPU allows inside its 10-minute command limit).
+# The one prepared run for a lent GPU machine: environment, GPU tests, then the benchmark suite (the fused-kernel
+# goal shapes first: rnnx-pallas beside torch cuDNN, the scan, cuDNN and flax), the scan's unroll factors and
+# XLA's while-loop command buffers, then the sweeps, most valuable part first, all within
+# RNNX_DEVICE_TOTAL_SECONDS (default 470 s, under the 8 minutes a lent GPU allows inside its 10-minute command limit).
 #
 #   OUT=/path bash benchmarks/device.sh                     # on the GPU machine, from the repo root
 #   JAX_PLATFORMS=cpu RNNX_DEVICE_REHEARSAL=1 OUT=/tmp/rehearsal bash benchmarks/device.sh   # rehearsal on a CPU
@@ -10,7 +11,10 @@
 # Each part runs under `timeout`, capped by the time left, so one slow part cannot eat the others; the
 # benchmark parts also get --budget-seconds, skip (and record) the configurations left when it is spent,
 # and rewrite their results after every configuration, so even a killed part keeps what it measured.
-# Everything goes under $OUT (default ./device-out): logs/, parts/ and the merged gpu-<device>.{md,json,png}.
+# Everything goes under $OUT (default ./device-out): logs/, parts/, the merged gpu-<device>.{md,json,png},
+# scan_tuning-<device>.{json,md} and measured.json ("auto"'s table rows for this device, to merge into
+# rnnx/core/backends/measured.json with `python -m benchmarks.auto_table`). In a rehearsal every shape is tiny,
+# and the Pallas kernels run in Pallas's interpreter.
 set -uo pipefail # no -e: a failing part is logged and the next one runs
 cd "$(dirname "$0")/.."
 
@@ -22,10 +26,12 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.5}"
 PY="${PYTHON:-$(command -v python || command -v python3)}"
 TOTAL="${RNNX_DEVICE_TOTAL_SECONDS:-470}"
-RESERVE=25 # kept back for merging the report at the end
+RESERVE=40 # kept back for merging the report and writing auto's table rows at the end
 BENCH=(--suite gpu)
+TUNING=(--cells lstm,gru,simple_rnn --steps 1000,100 --modes train)
 if [[ "${RNNX_DEVICE_REHEARSAL:-0}" == "1" ]]; then
     BENCH+=(--tiny --repeats 2)
+    TUNING=(--cells lstm,gru,simple_rnn --modes train --tiny)
 fi
 SUMMARY="$OUT/logs/summary.log"
 : >"$SUMMARY"
@@ -87,18 +93,27 @@ else
     say "gpu-tests: tests/test_gpu.py is not in this tree; skipped"
 fi
 
-# The headline shape, every cell and contender, float32 then bfloat16, forward and training step.
-seconds=$(limit 170)
+# The headline B=64 I=300 H=128, forward, forward+backward and training step: the goal cells (LSTM, GRU, simple
+# RNN) in float32 at T=100 then T=1000 first (the fused-kernel goals), then the other cells, then bfloat16.
+seconds=$(limit 165)
 part bench-headline "$seconds" "$PY" -m benchmarks "${BENCH[@]}" --parts headline \
     --budget-seconds $((seconds - 45)) --out "$OUT/parts" --name "gpu-{device}-headline"
 
-# Training-step sweeps: H (the bfloat16 goal needs H >= 512) first, then T, then B.
-seconds=$(limit 160)
+# The scan itself: unroll 1, 4, 8, 16 under XLA's default flags and with while loops as command buffers, one
+# subprocess per flag setting (XLA reads its flags when JAX starts); the training step at T=1000 first, where the
+# per-step cost shows (a setting's share of the time holds about one configuration: four compilations).
+seconds=$(limit 100)
+part scan-tuning "$seconds" "$PY" -m benchmarks.scan_tuning "${TUNING[@]}" --budget-seconds $((seconds - 10)) \
+    --out "$OUT"
+
+# Sweeps, forward and training step: H (512 and 1024 hold the bfloat16 goal) first, then T=10000, then B.
+seconds=$(limit 120)
 part bench-sweeps "$seconds" "$PY" -m benchmarks "${BENCH[@]}" --parts hidden,steps,batch \
     --budget-seconds $((seconds - 45)) --out "$OUT/parts" --name "gpu-{device}-sweeps"
 
 RESERVE=0
-part report "$(limit 60)" "$PY" -m benchmarks.report "$OUT"/parts/*.json --out "$OUT" --name "gpu-{device}"
+part report "$(limit 60)" "$PY" -m benchmarks.report "$OUT"/parts/gpu-*.json --out "$OUT" --name "gpu-{device}"
+part auto-table "$(limit 30)" "$PY" -m benchmarks.auto_table "$OUT"/gpu-*.json --out "$OUT/measured.json"
 say "done in $SECONDS s; files:"
 (cd "$OUT" && find . -type f | sort | sed "s/^/    /")
 # The goals and the LSTM kernel counts, so that they show in the tail of this command's output.
@@ -107,6 +122,12 @@ if ! ls "$OUT"/gpu-*.png >/dev/null 2>&1; then
     say "no plot here (matplotlib missing?): python -m benchmarks.report <OUT>/parts/*.json --out benchmarks/results"
 fi
 if [[ -n "$report" ]]; then
-    sed -n '/^## Goals/,/^## Headline/p' "$report" | head -n 40
-    sed -n '/^## Where the time goes/,/^## Sweeps/p' "$report" | head -n 30
+    sed -n '/^## Goals/,/^| goal/p' "$report" | head -n 20
+    grep -E '^\| pallas-' "$report" | head -n 30
+    sed -n '/^## Per time step/,/^## Where the time goes/p' "$report" | grep -E '^\| (lstm|gru|simple_rnn) \| float32' |
+        head -n 30
+fi
+tuning=$(ls "$OUT"/scan_tuning-*.md 2>/dev/null | head -n 1)
+if [[ -n "$tuning" ]]; then
+    sed -n '/^Faster than the default scan/,$p' "$tuning" | head -n 12
 fi

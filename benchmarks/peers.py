@@ -1,8 +1,9 @@
 """The contenders: rnnx and the libraries people would otherwise use, built for one configuration.
 
 Cells are named as in :data:`rnnx.CELLS`. Each builder ``build(cfg, modes)`` returns a :class:`Contender`
-with a zero-argument callable per mode (``forward``; ``train``: forward, mean-square loss, gradient,
-global-norm clipping at 1.0 and Adam at 3e-4, as in rnnx's default optimiser), already called once so
+with a zero-argument callable per mode (``forward``; ``backward``: forward and backward, the gradient of a
+mean-square loss with respect to the parameters; ``train``: that gradient, then global-norm clipping at 1.0 and
+Adam at 3e-4, as in rnnx's default optimiser), already called once so
 that its first-call time, memory and (for JAX) compiled HLO are known; or it raises :class:`Unavailable`
 (:class:`Unsupported` for a dtype the library cannot run) with the reason.
 
@@ -13,6 +14,7 @@ orthogonal initialiser's QR has no bfloat16 kernel; Equinox: the model cast with
 """
 
 import dataclasses
+import functools
 import importlib.util
 import inspect
 import time
@@ -25,10 +27,12 @@ import optax
 
 import rnnx
 from benchmarks.hlo import count_kernels
+from benchmarks.timing import reason
 
-__all__ = ["MODES", "PEERS", "Config", "Contender", "Unavailable", "Unsupported", "jax_contender"]
+__all__ = ["DEFAULT_MODES", "MODES", "PEERS", "Config", "Contender", "Unavailable", "Unsupported", "jax_contender"]
 
-MODES = ("forward", "train")
+MODES = ("forward", "backward", "train")  # every mode a builder can time; the CPU suite's default is DEFAULT_MODES
+DEFAULT_MODES = ("forward", "train")
 
 
 class Unavailable(Exception):
@@ -60,7 +64,8 @@ class Config:
         return self.batch * self.steps
 
     def flops(self, mode: str) -> float:
-        """Matmul FLOPs of one forward pass (input and recurrent products); a training step counts 3x."""
+        """Matmul FLOPs of one call: a forward pass's input and recurrent products; ``backward`` and ``train``
+        count 3x (the usual estimate: the backward pass is two products per forward product)."""
         cell = rnnx.make_cell(self.cell, self.hidden)
         dirs = 2 if self.bidirectional else 1
         recurrent = 0 if cell.coefficients is not None else self.hidden  # parallel-scan cells: no w_hh
@@ -68,7 +73,7 @@ class Config:
         for _ in range(self.layers):
             total += dirs * 2.0 * self.batch * self.steps * (width + recurrent) * cell.gates * self.hidden
             width = dirs * self.hidden
-        return total * (3.0 if mode == "train" else 1.0)
+        return total * (1.0 if mode == "forward" else 3.0)
 
 
 @dataclasses.dataclass
@@ -117,8 +122,9 @@ def jax_contender(params, apply: Callable, xs, modes=MODES) -> Contender:
     calls, first, memory, hlo = {}, {}, {}, {}
     for mode in modes:
         start = time.perf_counter()
-        if mode == "forward":
-            compiled = jax.jit(apply).lower(params, xs).compile()
+        if mode in ("forward", "backward"):
+            fn = apply if mode == "forward" else jax.grad(loss)
+            compiled = jax.jit(fn).lower(params, xs).compile()
             calls[mode] = lambda compiled=compiled: compiled(params, xs)
         else:
             compiled = jax.jit(train_step).lower(state["params"], state["opt"], xs).compile()
@@ -138,9 +144,10 @@ def _has_backend_argument() -> bool:
     return "backend" in inspect.signature(rnnx.unroll).parameters
 
 
-def build_rnnx(cfg: Config, modes=MODES, backend: str | None = "scan") -> Contender:
-    """rnnx.stacked over the registry's cell; ``backend`` as in ``Stack.apply`` (None: omit the argument)."""
-    kwargs = {"remat": cfg.remat}
+def build_rnnx(cfg: Config, modes=MODES, backend: str | None = "scan", unroll: int = 1) -> Contender:
+    """rnnx.stacked over the registry's cell; ``backend`` as in ``Stack.apply`` (None: omit the argument), ``unroll``
+    as in :func:`rnnx.unroll` (steps per scan iteration)."""
+    kwargs = {"remat": cfg.remat, "unroll": unroll}
     if backend is not None and _has_backend_argument():
         kwargs["backend"] = backend
     elif backend not in (None, "scan"):
@@ -151,19 +158,38 @@ def build_rnnx(cfg: Config, modes=MODES, backend: str | None = "scan") -> Conten
     return jax_contender(params, lambda p, x: net.apply(p, x, **kwargs)[1], _inputs(cfg), modes)
 
 
-def build_rnnx_cudnn(cfg: Config, modes=MODES, backend: str = "cudnn") -> Contender:
-    """rnnx's LSTM stack through cuDNN (``backend="cudnn"``), or ``"auto"``; GPU and LSTM only."""
-    if cfg.cell != "lstm":
-        raise Unavailable(f"backend={backend!r} is measured for lstm only (auto runs the scan for {cfg.cell})")
-    if jax.default_backend() != "gpu":
-        raise Unavailable(f"needs a GPU (jax backend is {jax.default_backend()})")
+def build_rnnx_backend(cfg: Config, modes=MODES, backend: str = "pallas") -> Contender:
+    """rnnx through a backend that may refuse a call (``"pallas"``, ``"cudnn"``, ``"auto"``).
+
+    Whatever the backend raises while building or compiling (a ValueError naming why it cannot run this call, or
+    an unknown backend name before it exists) becomes the row's one-line reason, never the end of the run.
+    """
     if not _has_backend_argument():
         raise Unavailable("this rnnx has no backend= argument yet")
     try:
         return build_rnnx(cfg, modes, backend=backend)
-    except Exception as error:  # the backend is new: whatever it raises is reported, never fatal
-        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise Unavailable(f"{type(error).__name__}: {message}") from error
+    except Exception as error:
+        raise Unavailable(reason(error)) from error
+
+
+def build_rnnx_cudnn(cfg: Config, modes=MODES, backend: str = "cudnn") -> Contender:
+    """rnnx's LSTM stack through cuDNN (``backend="cudnn"``); GPU and LSTM only."""
+    if cfg.cell != "lstm":
+        raise Unavailable(f"backend={backend!r} is measured for lstm only (cuDNN in rnnx runs LSTMs)")
+    return _on_gpu(cfg, modes, backend)
+
+
+def build_rnnx_auto(cfg: Config, modes=MODES) -> Contender:
+    """rnnx's ``backend="auto"``, which may pick cuDNN or the Pallas kernels; GPU and classic cells only."""
+    if rnnx.make_cell(cfg.cell, 1).coefficients is not None:
+        raise Unavailable(f"auto runs the parallel scan for {cfg.cell}: the rnnx row")
+    return _on_gpu(cfg, modes, "auto")
+
+
+def _on_gpu(cfg: Config, modes, backend: str) -> Contender:
+    if jax.default_backend() != "gpu":
+        raise Unavailable(f"needs a GPU (jax backend is {jax.default_backend()})")
+    return build_rnnx_backend(cfg, modes, backend)
 
 
 def _classic_only(cfg: Config, library: str):
@@ -262,16 +288,18 @@ def build_torch(cfg: Config, modes=MODES) -> Contender:
         sync()
         return out
 
-    def train():
+    def backward(update=False):
         optimizer.zero_grad(set_to_none=True)
         loss = module(xs)[0].float().square().mean()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
-        optimizer.step()
+        if update:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+            optimizer.step()
         sync()
         return loss.detach()
 
-    calls = {m: {"forward": forward, "train": train}[m] for m in modes}
+    every = {"forward": forward, "backward": backward, "train": lambda: backward(update=True)}
+    calls = {m: every[m] for m in modes}
     first, memory = {}, {}
     for mode, fn in calls.items():
         if cuda:
@@ -291,8 +319,10 @@ def build_torch(cfg: Config, modes=MODES) -> Contender:
 
 PEERS = {
     "rnnx": build_rnnx,  # the scan path (backend="scan" once rnnx has the argument)
-    "rnnx-auto": lambda cfg, modes=MODES: build_rnnx_cudnn(cfg, modes, backend="auto"),
+    **{f"rnnx-unroll{u}": functools.partial(build_rnnx, unroll=u) for u in (4, 8, 16)},  # benchmarks.scan_tuning
+    "rnnx-auto": build_rnnx_auto,
     "rnnx-cudnn": build_rnnx_cudnn,
+    "rnnx-pallas": build_rnnx_backend,  # off a GPU: Pallas's interpreter (slow; tiny shapes only)
     "flax.linen": build_flax_linen,
     "flax.linen OptimizedLSTM": build_flax_linen_optimized,
     "flax.nnx": build_flax_nnx,

@@ -5,110 +5,22 @@
 merges the JSON of several runs (e.g. the device script's headline and sweep parts) into one
 ``DIR/<name>.{json,md,png}``. Pure Python over the rows ``python -m benchmarks`` writes; no JAX import.
 
-A row is one (library, configuration, mode): ``peer``, ``part``, ``mode``, the :class:`benchmarks.peers.Config`
-fields, ``status`` (``"ok"``, ``"unavailable: ..."``, ``"unsupported: ..."``, ``"failed: ..."``) and, when ok,
-``median_ms``, ``ratio_to_rnnx``, ``tokens_per_s``, ``memory_mib``, ``compile_s``.
+The rows are described in :mod:`benchmarks.rows`, the goals in :mod:`benchmarks.goals`, per-step cost and the
+fraction of the matmul peak in :mod:`benchmarks.roofline`.
 """
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
-__all__ = ["GOALS", "goals", "gpu_markdown", "merge", "plot", "slug"]
+from benchmarks import roofline
+from benchmarks.goals import GOALS, goals, goals_markdown
+from benchmarks.rows import fmt, ok, slug
 
-CONFIG_KEYS = ("cell", "batch", "steps", "input", "hidden", "layers", "bidirectional", "dtype", "remat")
+__all__ = ["GOALS", "goals", "goals_markdown", "gpu_markdown", "merge", "plot", "slug"]
 
-# The accelerator issue's goals: (key, statement, target).
-GOALS = (
-    ("cudnn", "LSTM rnnx `auto` (cuDNN) within 1.1x of torch cuDNN, float32: rnnx time / torch time <= 1.1", 1.1),
-    ("scan", "rnnx scan at least 1.3x faster than flax `nn.RNN`, every cell: flax time / rnnx time >= 1.3", 1.3),
-    ("bf16", "bfloat16 training at least 1.5x faster than float32 at H >= 512: f32 time / bf16 time >= 1.5", 1.5),
-)
-
-
-def slug(text: str) -> str:
-    """``"NVIDIA H100 80GB HBM3"`` -> ``"nvidia-h100-80gb-hbm3"``."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
-
-
-def _ok(rows):
-    return [r for r in rows if r.get("status") == "ok"]
-
-
-def _key(row, *drop):
-    return tuple(row[k] for k in CONFIG_KEYS if k not in drop)
-
-
-def _fmt(value, spec, missing="-"):
-    return missing if value is None else format(value, spec)
-
-
-def goals(rows: list[dict]) -> list[dict]:
-    """Each goal's cases, measured in one run: ``{"goal", "case", "ratio", "target", "verdict"}``.
-
-    - ``cudnn``: every headline LSTM row of ``rnnx-auto`` (or ``rnnx-cudnn`` where auto was not measured)
-      against ``torch`` of the same configuration and mode; met when the time ratio is <= 1.1. Only float32
-      decides the verdict (cuDNN's LSTM in ``jax.experimental.rnn`` is float32); bfloat16 is shown too.
-    - ``scan``: every headline row of ``rnnx`` (the scan) against the fastest ``flax.linen`` variant of the same
-      configuration and mode; met when flax takes >= 1.3x as long.
-    - ``bf16``: every ``rnnx`` training-step row at H >= 512 in bfloat16 against the float32 row of the same
-      configuration; met when float32 takes >= 1.5x as long.
-    """
-    ok = _ok(rows)
-    by = {}
-    for r in ok:
-        by.setdefault((r["peer"], r["mode"], _key(r)), r)
-    out = []
-    headline = [r for r in ok if r.get("part", "headline") == "headline"]
-    for r in headline:
-        if r["cell"] != "lstm" or r["peer"] not in ("rnnx-auto", "rnnx-cudnn"):
-            continue
-        if r["peer"] == "rnnx-cudnn" and ("rnnx-auto", r["mode"], _key(r)) in by:
-            continue
-        torch = by.get(("torch", r["mode"], _key(r)))
-        if torch:
-            ratio = r["median_ms"] / torch["median_ms"]
-            case = f"{r['peer']} / torch, {r['dtype']} {r['mode']}"
-            out.append(_case("cudnn", case, ratio, ratio <= 1.1, counts=r["dtype"] == "float32"))
-    for r in headline:
-        if r["peer"] != "rnnx":
-            continue
-        flax = [x for x in ok if x["peer"].startswith("flax.linen") and x["mode"] == r["mode"] and _key(x) == _key(r)]
-        if flax:
-            fastest = min(flax, key=lambda x: x["median_ms"])
-            ratio = fastest["median_ms"] / r["median_ms"]
-            case = f"{fastest['peer']} / rnnx, {r['cell']} {r['dtype']} {r['mode']}"
-            out.append(_case("scan", case, ratio, ratio >= 1.3))
-    for r in ok:
-        if r["peer"] != "rnnx" or r["mode"] != "train" or r["dtype"] != "bfloat16" or r["hidden"] < 512:
-            continue
-        f32 = by.get(("rnnx", "train", _key({**r, "dtype": "float32"})))
-        if f32:
-            ratio = f32["median_ms"] / r["median_ms"]
-            case = f"rnnx {r['cell']} B={r['batch']} T={r['steps']} H={r['hidden']}: float32 / bfloat16"
-            out.append(_case("bf16", case, ratio, ratio >= 1.5))
-    return out
-
-
-def _case(goal, case, ratio, met, counts=True):
-    """One measured case; ``counts=False`` marks a case shown for information, outside the goal's verdict."""
-    target = dict((k, t) for k, _, t in GOALS)[goal]
-    verdict = ("met" if met else "missed") + ("" if counts else " (information only)")
-    return {"goal": goal, "case": case, "ratio": ratio, "target": target, "verdict": verdict, "counts": counts}
-
-
-def goals_markdown(rows: list[dict]) -> str:
-    cases = goals(rows)
-    lines = []
-    for key, statement, _ in GOALS:
-        mine = [c for c in cases if c["goal"] == key and c["counts"]]
-        verdict = "not measured" if not mine else "met" if all(c["verdict"] == "met" for c in mine) else "missed"
-        lines.append(f"- **{verdict}**: {statement}")
-    lines += ["", "| goal | case | ratio | target | verdict |", "|---|---|---|---|---|"]
-    lines += [f"| {c['goal']} | {c['case']} | {c['ratio']:.2f} | {c['target']} | {c['verdict']} |" for c in cases]
-    return "\n".join(lines)
+_PER_STEP_PEERS = ("rnnx", "rnnx-pallas", "rnnx-auto", "rnnx-cudnn", "torch")
 
 
 def _row_cells(r) -> str:
@@ -116,8 +28,8 @@ def _row_cells(r) -> str:
         return f"- | - | - | - | - | {r.get('status')} |"
     spread = f"{r['median_ms']:.3g} ({r['min_ms']:.3g}-{r['max_ms']:.3g})"
     return (
-        f"{spread} | {_fmt(r.get('ratio_to_rnnx'), '.2f')} | {_fmt(r.get('tokens_per_s'), ',.0f')} | "
-        f"{_fmt(r.get('memory_mib'), '.1f')} | {_fmt(r.get('compile_s'), '.2f')} | ok |"
+        f"{spread} | {fmt(r.get('ratio_to_rnnx'), '.2f')} | {fmt(r.get('tokens_per_s'), ',.0f')} | "
+        f"{fmt(r.get('memory_mib'), '.1f')} | {fmt(r.get('compile_s'), '.2f')} | ok |"
     )
 
 
@@ -127,9 +39,9 @@ def headline_markdown(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|"
     )
     parts = []
-    for dtype in dict.fromkeys(r["dtype"] for r in rows):
-        mine = [r for r in rows if r["dtype"] == dtype]
-        lines = [f"### {dtype}", "", header]
+    for dtype, steps in dict.fromkeys((r["dtype"], r["steps"]) for r in rows):
+        mine = [r for r in rows if (r["dtype"], r["steps"]) == (dtype, steps)]
+        lines = [f"### {dtype}, T={steps:,}", "", header]
         lines += [f"| {r['cell']} | {r.get('mode', '-')} | {r['peer']} | {_row_cells(r)}" for r in mine]
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
@@ -137,14 +49,16 @@ def headline_markdown(rows: list[dict]) -> str:
 
 def sweep_markdown(rows: list[dict]) -> str:
     lines = [
-        "| sweep | B | T | H | cell | dtype | mode | library | median ms (min-max) | x rnnx | tokens/s | memory MiB | "
-        "compile s | status |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| sweep | B | T | H | cell | dtype | mode | library | µs per step | % of peak | median ms (min-max) | x rnnx "
+        "| tokens/s | memory MiB | compile s | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        share = r.get("fraction_of_peak")
         lines.append(
             f"| {r['part'].removeprefix('sweep-')} | {r['batch']} | {r['steps']} | {r['hidden']} | {r['cell']} | "
-            f"{r['dtype']} | {r.get('mode', '-')} | {r['peer']} | {_row_cells(r)}"
+            f"{r['dtype']} | {r.get('mode', '-')} | {r['peer']} | {fmt(r.get('per_step_us'), '.3g')} | "
+            f"{fmt(share and 100 * share, '.2g')} | {_row_cells(r)}"
         )
     return "\n".join(lines)
 
@@ -152,11 +66,11 @@ def sweep_markdown(rows: list[dict]) -> str:
 def kernels_markdown(rows: list[dict], cell="lstm", mode="forward") -> str:
     """Kernels per scan step of every JAX contender, for ``cell``'s ``mode`` at the headline shape."""
     lines = [
-        "| dtype | library | while loops | kernels per step | fusions | custom calls | other | whole module "
+        "| dtype | T | library | while loops | kernels per step | fusions | custom calls | other | whole module "
         "(outside loops) | custom-call targets |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in _ok(rows):
+    for r in ok(rows):
         counts = (r.get("hlo") or {}) if r.get("part") == "headline" and r["cell"] == cell else {}
         if r["mode"] != mode or not counts:
             continue
@@ -164,19 +78,52 @@ def kernels_markdown(rows: list[dict], cell="lstm", mode="forward") -> str:
         per_step = [str(step[k]) if step else "0" for k in ("kernels", "fusion", "custom_call", "other")]
         targets = ", ".join(f"`{k}` x{v}" for k, v in counts["module"]["custom_call_targets"].items()) or "-"
         lines.append(
-            f"| {r['dtype']} | {r['peer']} | {len(counts['loops'])} | {' | '.join(per_step)} | "
+            f"| {r['dtype']} | {r['steps']} | {r['peer']} | {len(counts['loops'])} | {' | '.join(per_step)} | "
             f"{counts['module']['kernels']} | {targets} |"
         )
     return "\n".join(lines)
 
 
+def per_step_markdown(rows: list[dict], peaks: dict) -> str:
+    """Per-step µs and the fraction of the matmul peak of the rnnx backends and torch at the headline shape."""
+    lines = [
+        "| cell | dtype | mode | library | T | median ms | fixed ms | µs per step | basis | % of peak |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in roofline.with_per_step(ok(rows)):
+        if r.get("part") == "headline" and r["peer"] in _PER_STEP_PEERS:
+            share = r.get("fraction_of_peak")
+            lines.append(
+                f"| {r['cell']} | {r['dtype']} | {r['mode']} | {r['peer']} | {r['steps']:,} | {r['median_ms']:.3g} | "
+                f"{fmt(r['fixed_ms'], '.3g')} | {r['per_step_us']:.3g} | {r['per_step_basis']} | "
+                f"{fmt(share and 100 * share, '.2g')} |"
+            )
+    used = "; ".join(
+        f"{d} {fmt(p.get('gflops') and p['gflops'] / 1e3, ',.1f')} TFLOP/s ({p.get('source')})"
+        for d, p in peaks.items()
+    )
+    return "\n".join(
+        lines
+        + [
+            "",
+            "µs per step: with basis `fit`, (median - fixed) / T, where `fixed` is the intercept (clamped to [0, smallest median]) of a "
+            "least-squares line through this configuration's medians over every T measured; with basis `median/T`, "
+            "median / T (fixed cost included), where only one T was measured.",
+            "",
+            "% of peak: the matmul FLOPs of a call (input and recurrent products; backward and training step count "
+            f"3x the forward) / median time / the peak: {used or 'not recorded'}.",
+        ]
+    )
+
+
 def gpu_markdown(result: dict) -> str:
     """The accelerator report: device, goals, headline tables, kernel counts, sweeps, what was skipped."""
-    env, rows = result["environment"], result["rows"]
+    env, rows = result["environment"], roofline.with_per_step(result["rows"])
     versions = ", ".join(f"{k} {v}" for k, v in env.get("versions", {}).items() if v)
     head = [r for r in rows if r.get("part") == "headline"]
     sweep = [r for r in rows if r.get("part", "").startswith("sweep")]
-    shape = next((f"B={r['batch']} T={r['steps']} I={r['input']} H={r['hidden']}" for r in head), "-")
+    steps = ", ".join(f"{t:,}" for t in dict.fromkeys(r["steps"] for r in head))
+    shape = next((f"B={r['batch']} T={steps} I={r['input']} H={r['hidden']}" for r in head), "-")
     lines = [
         f"# {result.get('name', 'benchmark')}: {env.get('device')}",
         "",
@@ -198,6 +145,10 @@ def gpu_markdown(result: dict) -> str:
         "",
         headline_markdown(head) if head else "(not run)",
         "",
+        "## Per time step and fraction of the matmul peak, headline shape",
+        "",
+        per_step_markdown(head, result.get("peak") or {}),
+        "",
         "## Where the time goes: kernels per scan step, LSTM forward at the headline shape",
         "",
         "Counted in each contender's compiled HLO (`benchmarks/hlo.py`): a scan step launches about this many "
@@ -205,7 +156,7 @@ def gpu_markdown(result: dict) -> str:
         "",
         kernels_markdown(rows),
         "",
-        "## Sweeps (training step unless noted)",
+        "## Sweeps",
         "",
         sweep_markdown(sweep) if sweep else "(not run)",
     ]
@@ -228,19 +179,19 @@ def plot(rows: list[dict], path: Path, metric: str = "tokens_per_s") -> bool:
     except ImportError:
         print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
         return False
-    ok = [r for r in _ok(rows) if r.get(metric) is not None]
-    axes_ = [a for a in ("steps", "hidden", "batch") if any(r.get("part") == f"sweep-{a}" for r in ok)]
+    good = [r for r in ok(rows) if r.get(metric) is not None]
+    axes_ = [a for a in ("steps", "hidden", "batch") if any(r.get("part") == f"sweep-{a}" for r in good)]
     labels = {"steps": "sequence length T", "hidden": "hidden size H", "batch": "batch B"}
     ylabel = {"tokens_per_s": "train tokens/s", "median_ms": "train step ms"}.get(metric, metric)
     if axes_:
-        cells = sorted({r["cell"] for r in ok if r.get("part", "").startswith("sweep")})
+        cells = sorted({r["cell"] for r in good if r.get("part", "").startswith("sweep")})
         colors = {}
         fig, grid = plt.subplots(len(axes_), len(cells), figsize=(4.5 * len(cells), 3.6 * len(axes_)), squeeze=False)
         for i, axis in enumerate(axes_):
             for j, cell in enumerate(cells):
                 ax = grid[i][j]
-                mine = [r for r in ok if r["cell"] == cell and r["mode"] == "train"]
-                mine = [r for r in mine if r.get("part") in (f"sweep-{axis}", "headline")]
+                mine = [r for r in good if r["cell"] == cell and r["mode"] == "train"]
+                mine = [r for r in mine if r.get("part") == f"sweep-{axis}" or _starts(r, axis, good)]
                 for peer, dtype in sorted({(r["peer"], r["dtype"]) for r in mine}):
                     points = sorted((r[axis], r[metric]) for r in mine if r["peer"] == peer and r["dtype"] == dtype)
                     if len(points) > 1:  # one colour per library, solid float32, dashed bfloat16
@@ -253,7 +204,7 @@ def plot(rows: list[dict], path: Path, metric: str = "tokens_per_s") -> bool:
                 ax.minorticks_off()
                 ax.legend(fontsize=6)
     else:
-        head = [r for r in ok if r.get("part", "headline") == "headline"]
+        head = [r for r in good if r.get("part", "headline") == "headline"]
         names = [f"{r['cell']} {r['mode']} {r['dtype']} {r['peer']}" for r in head]
         fig, ax = plt.subplots(figsize=(8, 0.22 * len(names) + 1.5))
         ax.barh(range(len(head)), [r[metric] for r in head])
@@ -264,6 +215,13 @@ def plot(rows: list[dict], path: Path, metric: str = "tokens_per_s") -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _starts(row: dict, axis: str, rows: list[dict]) -> bool:
+    """Whether ``row`` is a headline row that a sweep along ``axis`` starts from (its other axes equal the sweep's)."""
+    sweep = next((r for r in rows if r.get("part") == f"sweep-{axis}"), None)
+    others = [a for a in ("steps", "hidden", "batch") if a != axis]
+    return row.get("part") == "headline" and sweep is not None and all(row[a] == sweep[a] for a in others)
 
 
 def write(result: dict, out: Path, stem: str, markdown: str, with_plot: bool = True) -> list[Path]:
@@ -286,7 +244,7 @@ def merge(results: list[dict], name: str | None = None) -> dict:
     return {
         **first,
         "name": (name or "gpu-{device}").format(device=slug(device)),
-        "rows": [r for res in results for r in res["rows"]],
+        "rows": roofline.with_per_step([r for res in results for r in res["rows"]]),
         "skipped_configs": [s for res in results for s in res.get("skipped_configs", [])],
         "parts": [
             {"name": res.get("name"), "elapsed_s": res.get("elapsed_s"), "args": res.get("args")} for res in results

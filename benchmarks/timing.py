@@ -5,7 +5,13 @@ import time
 
 import jax
 
-__all__ = ["time_interleaved"]
+__all__ = ["reason", "time_interleaved"]
+
+
+def reason(error: BaseException) -> str:
+    """An exception as one line for a results row: its type and the first line of its message, at most 300 characters."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"[:300]
 
 
 def time_interleaved(fns: dict, repeats: int = 15, warmup: int = 2, errors: dict | None = None) -> dict:
@@ -26,7 +32,7 @@ def time_interleaved(fns: dict, repeats: int = 15, warmup: int = 2, errors: dict
         except Exception as error:
             if errors is None:
                 raise
-            errors[name] = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            errors[name] = reason(error)
             del live[name]
             return False
 

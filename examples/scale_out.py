@@ -4,7 +4,7 @@
     XLA_FLAGS=--xla_force_host_platform_device_count=4 JAX_PLATFORMS=cpu python -m examples.scale_out
 
 Several processes join through ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (or a
-SLURM allocation, which JAX detects); see the README's "Scale out" section. Each process loads only its shard
+SLURM allocation, which JAX detects); see docs/scale-out.md. Each process loads only its shard
 of the data and feeds its slice of every global batch; params are replicated, batches split over ``data``.
 """
 

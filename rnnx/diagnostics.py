@@ -198,7 +198,7 @@ def _hidden(carry):
     return carry.h if isinstance(carry, LSTMCarry) else carry
 
 
-def _check_xs(cell, params, xs):
+def _check_xs(cell, params, xs) -> jax.Array:
     input_size = check_params(cell, params)
     xs = jnp.asarray(xs)
     if xs.ndim < 2 or xs.shape[-1] != input_size:

@@ -14,8 +14,7 @@ Differences from PyTorch worth knowing when swapping ``torch.nn.LSTM`` for :clas
 * :func:`to_torch_state` and :func:`from_torch_state` convert that tuple to and from PyTorch's stacked
   ``h_n (L*D, b, h)`` (and ``c_n``);
 * initialisation follows rnnx (Keras's defaults); pass ``kernel_init=rnnx.torch_init(h)`` etc. for
-  PyTorch's, or bring trained weights along with :func:`rnnx.interop.from_torch` and
-  :meth:`Recurrent.from_functional`;
+  PyTorch's, or bring a trained module along with :meth:`Recurrent.from_torch` (weights and train/eval mode);
 * one bias ``b`` per gate block (PyTorch's ``b_ih + b_hh`` folded), ``use_bias=False`` for PyTorch's
   ``bias=False``; PyTorch-only arguments (``batch_first``, ``nonlinearity``, ...) are refused with the fix;
 * ``rngs`` takes an int seed (``rngs=0`` is ``nnx.Rngs(0)``), as Flax's own modules do.
@@ -36,6 +35,7 @@ from rnnx.core.deprecation import CARRY_RENAME, warn_renamed
 from rnnx.core.registry import CELLS
 from rnnx.core.stack import Stack, stacked
 from rnnx.core.typing import BatchShape, Carry, Inputs, Key, Lengths, Mask, Outputs, StackParams
+from rnnx.interop import torch as torch_interop
 
 
 def _is_param(x) -> bool:
@@ -62,7 +62,7 @@ def _reject_torch_arguments(owner: str, kwargs: dict) -> None:
             raise TypeError(f"rnnx.nn.{owner}: {name} is PyTorch's; {_TORCH_ARGUMENTS[name](value)}")
 
 
-def _as_rngs(rngs):
+def _as_rngs(rngs: nnx.Rngs | int | Key | None) -> nnx.Rngs | None:
     """``nnx.Rngs`` from an int seed or a key, as Flax's modules accept (``rngs=0`` is ``nnx.Rngs(0)``)."""
     if rngs is None or isinstance(rngs, nnx.Rngs):
         return rngs
@@ -135,8 +135,10 @@ class Recurrent(nnx.Module):
         _check_initial_carry(type(self).__name__, initial_carry, xs)
         deterministic = self.deterministic if deterministic is None else deterministic
         key = None if deterministic or net.dropout == 0 else self._dropout_key(rngs)
-        options = dict(lengths=lengths, mask=mask, reset=reset, initial_carry=initial_carry, key=key)
-        carry, ys = net.apply(self.functional()[1], xs, **options, **unroll_kwargs)
+        carry, ys = net.apply(
+            self.functional()[1], xs, lengths=lengths, mask=mask, reset=reset, initial_carry=initial_carry, key=key,
+            **unroll_kwargs,
+        )  # fmt: skip
         return ys, carry
 
     def default_carry(self, batch_shape: BatchShape = ()) -> tuple[Carry, ...]:
@@ -183,21 +185,36 @@ class Recurrent(nnx.Module):
         """
         if not isinstance(net, Stack):
             raise TypeError(f"net must be an rnnx.Stack (from rnnx.stacked), received {type(net).__name__}")
-        kind = _CLASSES.get(net.cell.name, Recurrent)
+        kind: type[Recurrent] = _CLASSES.get(net.cell.name, Recurrent)
         if cls is not Recurrent and cls is not kind:
             raise TypeError(
                 f"{cls.__name__}.from_functional needs a {cls.__name__} stack, received a {net.cell.name} one"
             )
         input_size = check_stack_params(net, params)
-        options = dict(bidirectional=net.bidirectional, dropout=net.dropout, time_major=net.time_major)
+        options: dict[str, Any] = dict(bidirectional=net.bidirectional, dropout=net.dropout, time_major=net.time_major)
         options |= dict(deterministic=deterministic, params=params, rngs=rngs)
         if kind is Recurrent:
             return Recurrent(net.cell, input_size, net.num_layers, **options)
         config = {k: v for k, v in net.cell.config.items() if k != "hidden_size"}
-        module = kind(input_size, net.cell.hidden_size, net.num_layers, **options, **config)
+        module = kind(input_size, net.cell.hidden_size, net.num_layers, **options, **config)  # type: ignore[arg-type]
         # The given net, not the rebuilt one: it keeps the cell's initialisers and dtypes.
         module.net = net
         return module
+
+    @classmethod
+    def from_torch(cls, module, *, rngs: nnx.Rngs | int | None = None) -> "Recurrent":
+        """The module computing what the ``torch.nn.RNN``/``LSTM``/``GRU`` ``module`` computes, in its mode.
+
+        The weights as :func:`rnnx.interop.from_torch` converts them, torch's layout (time-major unless
+        ``batch_first``), and torch's mode: a module in eval mode gives ``deterministic=True`` (no dropout), one
+        in training mode ``deterministic=False``. ``rngs`` is needed only to train with dropout.
+        """
+        net, params = torch_interop.from_torch(module)
+        return cls.from_functional(net, params, rngs=rngs, deterministic=not module.training)
+
+    def to_torch(self):
+        """The ``torch.nn`` module with these weights, in this module's mode (``.eval()`` when deterministic)."""
+        return torch_interop.to_torch(*self.functional()).train(not self.deterministic)
 
     def _dropout_key(self, rngs):
         if rngs is None:
@@ -319,7 +336,7 @@ class GRU(_Named):
 
 
 # Keyed by the registry's names: the class from_functional returns for a stack of that cell.
-_CLASSES = {cls.cell_name: cls for cls in (SimpleRNN, LSTM, GRU)}
+_CLASSES: dict[str, type[SimpleRNN | LSTM | GRU]] = {cls.cell_name: cls for cls in (SimpleRNN, LSTM, GRU)}
 
 
 class RecurrentCell(nnx.Module):

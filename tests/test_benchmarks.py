@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import pytest
 
 import rnnx
-from benchmarks import hlo, report
-from benchmarks.__main__ import GPU_CELLS, Job, gpu_plan, main, run_config
+from benchmarks import goals, hlo, report, roofline, scan_tuning
+from benchmarks.__main__ import SWEEP_PEERS, Job, gpu_plan, main, run_config
 from benchmarks.peers import PEERS, Config, Contender, Unsupported, build_rnnx
 
 
@@ -49,30 +49,34 @@ def test_cpu_suite_runs_and_writes_results(tmp_path, capsys):
     assert "| lstm | train | rnnx |" in out and "LSTM ~3x slower than GRU" in out
 
 
-def test_gpu_plan_puts_the_headline_first_and_sweeps_without_repeats():
+def test_gpu_plan_puts_the_goal_shapes_first_and_sweeps_without_repeats():
     jobs = gpu_plan(repeats=15)
     headline = [j for j in jobs if j.part == "headline"]
     assert jobs[: len(headline)] == headline  # most valuable first
-    assert [(j.config.dtype, j.config.cell) for j in headline] == [
-        (d, c) for d in ("float32", "bfloat16") for c in GPU_CELLS
+    order = [(j.config.dtype, j.config.cell, j.config.steps) for j in headline]
+    goal, other = ("lstm", "gru", "simple_rnn"), ("min_gru", "min_lstm")
+    assert order == [
+        (d, c, t) for d in ("float32", "bfloat16") for cells in (goal, other) for t in (100, 1000) for c in cells
     ]
-    shapes = {(j.config.batch, j.config.steps, j.config.input, j.config.hidden) for j in headline}
-    assert shapes == {(64, 100, 300, 128)}
+    assert {(j.config.batch, j.config.input, j.config.hidden) for j in headline} == {(64, 300, 128)}
+    assert all(j.modes == ("forward", "backward", "train") for j in headline)
+    assert all("rnnx-pallas" in j.peers and "torch" in j.peers for j in jobs)
+    assert {j.peers for j in headline if j.config.steps == 1000} == {SWEEP_PEERS}
     sweeps = [(j.part, j.config.batch, j.config.steps, j.config.hidden) for j in jobs if j.part != "headline"]
     assert list(dict.fromkeys(p for p, *_ in sweeps)) == ["sweep-hidden", "sweep-steps", "sweep-batch"]
-    assert sorted(set(sweeps)) == sorted(
-        {
-            ("sweep-hidden", 64, 100, 512),
-            ("sweep-hidden", 64, 100, 1024),
-            ("sweep-steps", 64, 1000, 128),
-            ("sweep-batch", 8, 100, 128),
-            ("sweep-batch", 256, 100, 128),
-        }
-    )
-    assert all(j.modes == ("train",) and j.repeats == 5 for j in jobs if j.part != "headline")
+    assert list(dict.fromkeys(sweeps)) == [
+        ("sweep-hidden", 64, 100, 512),
+        ("sweep-hidden", 64, 100, 1024),
+        ("sweep-hidden", 64, 100, 256),
+        ("sweep-steps", 64, 10000, 128),
+        ("sweep-batch", 8, 100, 128),
+        ("sweep-batch", 256, 100, 128),
+    ]
+    assert all(j.modes == ("forward", "train") and j.repeats == 5 for j in jobs if j.part != "headline")
+    assert len({j.config for j in jobs}) == len(jobs)  # nothing measured twice
     assert all(j.config.cell in rnnx.CELLS for j in jobs)
     tiny = gpu_plan(parts=("headline",), cells=("lstm",), dtypes=("float32",), tiny=True)
-    assert [j.config.steps for j in tiny] == [4]
+    assert [j.config.steps for j in tiny] == [4, 10]
 
 
 def test_a_failing_contender_is_a_row_not_the_end_of_the_run():
@@ -97,7 +101,7 @@ def test_a_failing_contender_is_a_row_not_the_end_of_the_run():
     assert rows["fails later"]["status"] == "failed: FloatingPointError: nan"
 
 
-def test_gpu_suite_on_cpu_writes_md_json_and_a_plot_and_reports_cudnn_unavailable(tmp_path):
+def test_gpu_suite_on_cpu_writes_md_json_and_a_plot_with_pallas_rows_per_step_and_goals(tmp_path):
     main(
         [
             "--suite",
@@ -114,9 +118,9 @@ def test_gpu_suite_on_cpu_writes_md_json_and_a_plot_and_reports_cudnn_unavailabl
             "--dtypes",
             "float32",
             "--peers",
-            "rnnx,rnnx-cudnn",
+            "rnnx,rnnx-pallas,rnnx-cudnn",
             "--sweep-peers",
-            "rnnx",
+            "rnnx",  # the interpreter's kernels take seconds to compile: pallas at one shape only
             "--out",
             str(tmp_path),
             "--name",
@@ -125,11 +129,25 @@ def test_gpu_suite_on_cpu_writes_md_json_and_a_plot_and_reports_cudnn_unavailabl
     )
     stem = tmp_path / "gpu-cpu-tiny"
     result = json.loads(stem.with_suffix(".json").read_text())
-    assert {r["part"] for r in result["rows"]} == {"headline", "sweep-steps"}
-    cudnn = [r for r in result["rows"] if r["peer"] == "rnnx-cudnn"]
+    rows = result["rows"]
+    assert {(r["part"], r["steps"]) for r in rows} == {("headline", 4), ("headline", 10), ("sweep-steps", 16)}
+    assert {(r["peer"], r["mode"]) for r in rows if r["steps"] == 4} == {
+        (p, m) for p in ("rnnx", "rnnx-pallas", "rnnx-cudnn") for m in ("forward", "backward", "train")
+    }
+    cudnn = [r for r in rows if r["peer"] == "rnnx-cudnn"]
     assert cudnn and all(r["status"].startswith("unavailable: needs a GPU") for r in cudnn)
+    pallas = [r for r in rows if r["peer"] == "rnnx-pallas"]  # in Pallas's interpreter
+    assert len(pallas) == 3 and all(r["status"] == "ok" and r["per_step_basis"] == "median/T" for r in pallas)
+    scan = [r for r in rows if r["peer"] == "rnnx" and r["status"] == "ok"]
+    assert {r["per_step_basis"] for r in scan} == {"fit"} and all(r["fixed_ms"] >= 0 for r in scan)
+    assert all(r["fraction_of_peak"] > 0 for r in scan) and set(result["peak"]) == {"float32"}
     text = stem.with_suffix(".md").read_text()
     assert "## Goals" in text and "kernels per step" in text and "| steps |" in text
+    assert "**not measured**: rnnx `pallas` forward at T=100" in text  # tiny shapes are not the goals' shape
+    assert (
+        "## Per time step and fraction of the matmul peak" in text
+        and "| lstm | float32 | backward | rnnx | 10 |" in text
+    )
     try:
         import matplotlib  # noqa: F401  (the plot needs the bench extra; the test extra does not carry it)
     except ImportError:
@@ -159,15 +177,16 @@ def test_a_spent_budget_skips_and_records_the_remaining_configurations(tmp_path)
         ]
     )
     result = json.loads((tmp_path / "spent.json").read_text())
-    assert result["rows"] == [] and [s["cell"] for s in result["skipped_configs"]] == ["lstm", "gru"]
-    assert "Skipped: time budget exceeded (2 configurations)" in (tmp_path / "spent.md").read_text()
+    skipped = [(s["cell"], s["steps"]) for s in result["skipped_configs"]]
+    assert result["rows"] == [] and skipped == [("lstm", 4), ("gru", 4), ("lstm", 10), ("gru", 10)]
+    assert "Skipped: time budget exceeded (4 configurations)" in (tmp_path / "spent.md").read_text()
 
 
-def _row(peer, cell, mode, ms, dtype="float32", hidden=128, part="headline"):
+def _row(peer, cell, mode, ms, dtype="float32", hidden=128, part="headline", steps=100):
     config = {
         "cell": cell,
         "batch": 64,
-        "steps": 100,
+        "steps": steps,
         "input": 300,
         "hidden": hidden,
         "layers": 1,
@@ -209,20 +228,94 @@ def test_goals_are_met_or_missed_from_the_ratios_of_one_run():
         _row("rnnx", "gru", "train", 9.0, "bfloat16", hidden=128, part="sweep-hidden"),  # H < 512: not a case
         {**_row("flax.linen", "gru", "forward", 1.0), "status": "failed: x"},  # failures are not cases
     ]
-    cases = {(c["goal"], c["case"]): (round(c["ratio"], 3), c["verdict"]) for c in report.goals(rows)}
+    cases = {
+        (c["goal"], c["case"]): (round(c["ratio"], 3), c["verdict"])
+        for c in goals.goals(rows)
+        if not c["goal"].startswith("pallas")
+    }
     assert cases == {
-        ("scan", "flax.linen OptimizedLSTM / rnnx, lstm float32 forward"): (1.2, "missed"),
-        ("scan", "flax.linen / rnnx, gru float32 train"): (1.3, "met"),
-        ("cudnn", "rnnx-auto / torch, float32 forward"): (1.08, "met"),
-        ("cudnn", "rnnx-cudnn / torch, float32 train"): (1.2, "missed"),
-        ("cudnn", "rnnx-auto / torch, bfloat16 train"): (3.0, "missed (information only)"),
+        ("scan", "flax.linen OptimizedLSTM / rnnx, lstm float32 T=100 forward"): (1.2, "missed"),
+        ("scan", "flax.linen / rnnx, gru float32 T=100 train"): (1.3, "met"),
+        ("cudnn", "rnnx-auto / torch, float32 T=100 forward"): (1.08, "met"),
+        ("cudnn", "rnnx-cudnn / torch, float32 T=100 train"): (1.2, "missed"),
+        ("cudnn", "rnnx-auto / torch, bfloat16 T=100 train"): (3.0, "missed (information only)"),
         ("bf16", "rnnx lstm B=64 T=100 H=512: float32 / bfloat16"): (2.0, "met"),
         ("bf16", "rnnx gru B=64 T=100 H=1024: float32 / bfloat16"): (1.25, "missed"),
     }
-    text = report.goals_markdown(rows)
+    text = goals.goals_markdown(rows)
     assert text.count("**missed**") == 3
     met = [_row("rnnx-auto", "lstm", "train", 1.0), _row("torch", "lstm", "train", 1.0)]
-    assert "**met**: LSTM" in report.goals_markdown(met) and "**not measured**: rnnx scan" in report.goals_markdown(met)
+    assert "**met**: LSTM" in goals.goals_markdown(met) and "**not measured**: rnnx scan" in goals.goals_markdown(met)
+
+
+def test_pallas_goals_are_met_missed_or_not_measured_with_the_reason():
+    why = "unavailable: ValueError: backend='pallas' cannot run this call: hidden size 4"
+    rows = [
+        _row("rnnx-pallas", "lstm", "forward", 0.6),
+        _row("torch", "lstm", "forward", 1.0),  # 0.6 <= 0.7: met
+        _row("rnnx", "lstm", "forward", 0.5),  # but pallas / scan = 1.2: slower than the scan
+        _row("rnnx-pallas", "gru", "forward", 0.8),
+        _row("torch", "gru", "forward", 1.0),  # 0.8: missed
+        {**_row("rnnx-pallas", "simple_rnn", "forward", 1.0), "status": why},
+        _row("torch", "simple_rnn", "forward", 1.0),  # not measured, with the pallas row's reason
+        _row("rnnx-pallas", "lstm", "train", 0.4),
+        _row("torch", "lstm", "train", 1.0),  # the only T=100 training case: partly measured
+        *[_row("rnnx-pallas", c, "train", ms, steps=1000) for c, ms in (("lstm", 8.5), ("gru", 5), ("simple_rnn", 8))],
+        *[_row("torch", c, "train", 10.0, steps=1000) for c in ("lstm", "gru", "simple_rnn")],  # <= 0.85: met
+        _row("rnnx", "lstm", "train", 9.0, steps=1000),
+        _row("rnnx-pallas", "lstm", "train", 2.0, hidden=512, part="sweep-hidden"),
+        _row("rnnx", "lstm", "train", 3.0, hidden=512, part="sweep-hidden"),
+        _row("rnnx-pallas", "lstm", "forward", 0.3, dtype="bfloat16"),  # bfloat16: outside the goal shape
+        _row("torch", "lstm", "forward", 1.0, dtype="bfloat16"),
+    ]
+    cases = {(c["goal"], c["case"]): (c["ratio"] and round(c["ratio"], 3), c["verdict"]) for c in goals.goals(rows)}
+    assert cases[("pallas-forward-T100", "rnnx-pallas / torch, lstm T=100 forward")] == (0.6, "met")
+    assert cases[("pallas-forward-T100", "rnnx-pallas / torch, gru T=100 forward")] == (0.8, "missed")
+    assert cases[("pallas-forward-T100", "rnnx-pallas / torch, simple_rnn T=100 forward")] == (
+        None,
+        f"not measured (rnnx-pallas: {why})",
+    )
+    assert cases[("pallas-train-T100", "rnnx-pallas / torch, gru T=100 train")] == (
+        None,
+        "not measured (rnnx-pallas: not run)",
+    )
+    assert cases[("pallas-train-T1000", "rnnx-pallas / torch, lstm T=1000 train")] == (0.85, "met")
+    scan = {k[1]: v for k, v in cases.items() if k[0] == "pallas-scan"}
+    assert scan == {
+        "lstm float32 B=64 T=100 H=128 forward": (1.2, "missed"),
+        "lstm float32 B=64 T=1000 H=128 train": (round(8.5 / 9, 3), "met"),
+        "lstm float32 B=64 T=100 H=512 train": (round(2 / 3, 3), "met"),
+    }
+    assert len([c for c in cases if c[0].startswith("pallas-") and c[0] != "pallas-scan"]) == 6 * 3
+    text = goals.goals_markdown(rows)
+    assert "- **missed**: rnnx `pallas` forward at T=100, B=64" in text
+    assert "- **met**: rnnx `pallas` full training step (Adam, clipping) at T=1,000" in text
+    assert "- **not measured (1 of 3 cases measured, all met)**: rnnx `pallas` full training step" in text
+    assert "- **not measured**: rnnx `pallas` forward+backward at T=100" in text
+    assert "- **missed**: rnnx `pallas` never slower than the scan" in text
+    assert "| pallas-forward-T100 | rnnx-pallas / torch, simple_rnn T=100 forward | - | 0.7 | not measured" in text
+
+
+def test_per_step_cost_fits_a_line_over_t_and_the_peak_comes_from_the_device_kind():
+    rows = [
+        _row("rnnx", "lstm", "forward", 1.0),
+        _row("rnnx", "lstm", "forward", 5.5, steps=1000),  # 5 µs per step, 0.5 ms fixed
+        _row("torch", "lstm", "forward", 0.1),
+        _row("torch", "lstm", "forward", 5.5, steps=1000),  # the line's intercept is negative: fixed 0
+        _row("rnnx", "gru", "forward", 2.0),  # one T only: median / T
+        {**_row("rnnx-pallas", "gru", "forward", 1.0), "status": "unavailable: x"},
+    ]
+    out = {(r["peer"], r["cell"], r["steps"]): r for r in roofline.with_per_step(rows)}
+    assert out[("rnnx", "lstm", 100)]["fixed_ms"] == pytest.approx(0.5)
+    assert out[("rnnx", "lstm", 100)]["per_step_us"] == pytest.approx(5.0)
+    assert out[("rnnx", "lstm", 1000)]["per_step_us"] == pytest.approx(5.0)
+    assert out[("torch", "lstm", 100)]["fixed_ms"] == 0.0 and out[("torch", "lstm", 100)]["per_step_us"] == 1.0
+    gru = out[("rnnx", "gru", 100)]
+    assert (gru["fixed_ms"], gru["per_step_us"], gru["per_step_basis"]) == (None, 20.0, "median/T")
+    assert "per_step_us" not in out[("rnnx-pallas", "gru", 100)]
+    assert roofline.peak("nvidia-h100-80gb-hbm3", "float32", 1.0)[0] == pytest.approx(494_700)
+    assert roofline.peak("nvidia-h100-80gb-hbm3", "bfloat16")[0] == pytest.approx(989_400)
+    assert roofline.peak("cpu", "float32", 50.0) == (50.0, "measured here: best of 10 runs of a 2048x2048 matmul")
 
 
 def test_merge_names_the_device_and_concatenates_parts(tmp_path):
@@ -315,3 +408,17 @@ def test_every_peer_takes_registry_names():
 def test_device_script_parses():
     script = Path(__file__).parent.parent / "benchmarks" / "device.sh"
     subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_scan_tuning_runs_each_flag_setting_in_its_own_process_and_records_a_refused_flag(tmp_path, monkeypatch):
+    monkeypatch.setitem(scan_tuning.SETTINGS, "bogus", "--xla_gpu_no_such_flag=1")
+    argv = ["--tiny", "--cells", "lstm", "--steps", "4", "--modes", "forward", "--settings", "default,bogus"]
+    result = scan_tuning.main(argv + ["--budget-seconds", "200", "--out", str(tmp_path)])
+    assert result["settings"]["default"]["returncode"] == 0
+    assert {(r["unroll"], r["mode"], r["status"]) for r in result["rows"]} == {
+        (u, "forward", "ok") for u in (1, 4, 8, 16)
+    }
+    bogus = result["settings"]["bogus"]
+    assert bogus["returncode"] != 0 and "Unknown flag in XLA_FLAGS: --xla_gpu_no_such_flag=1" in bogus["error"]
+    text = (tmp_path / "scan_tuning-cpu.md").read_text()
+    assert "| lstm | 4 | forward | 16 |" in text and "| bogus | `--xla_gpu_no_such_flag=1` |" in text

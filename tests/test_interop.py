@@ -88,29 +88,51 @@ def test_to_torch_matches_and_round_trips_bit_exactly(name):
             assert torch.equal(p1, p2), name
 
 
-def test_torch_lstm_swaps_for_rnnx_nn_lstm_with_its_weights():
-    """The README's path: a trained torch.nn.LSTM becomes an rnnx.nn.LSTM computing the same function."""
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_torch_lstm_swaps_for_rnnx_nn_lstm_with_its_weights_and_mode(mode):
+    """The docs' path: a trained torch.nn.LSTM becomes an rnnx.nn.LSTM computing the same function, in the same
+    mode: a torch module in eval mode gives a deterministic one (no dropout), whatever rngs it is given."""
     torch = require_torch()
-    from flax import nnx
-
     import rnnx.nn
 
     torch.manual_seed(0)
-    torch_lstm = torch.nn.LSTM(D, H, num_layers=2, batch_first=True, dropout=0.1)
-    model = rnnx.nn.LSTM.from_functional(*rnnx.interop.from_torch(torch_lstm), rngs=nnx.Rngs(0))
-    assert isinstance(model, rnnx.nn.LSTM) and model.net.dropout == pytest.approx(0.1)
-    model.eval()
-    torch_lstm.eval()
+    torch_lstm = getattr(torch.nn.LSTM(D, H, num_layers=2, batch_first=True, dropout=0.5), mode)()
+    model = rnnx.nn.LSTM.from_torch(torch_lstm, rngs=0)
+    assert isinstance(model, rnnx.nn.LSTM) and model.net.dropout == pytest.approx(0.5)
+    assert model.deterministic == (mode == "eval")
+    assert model.to_torch().training == (mode == "train")
     xs = _xs(2)
     ys, carry = model(xs)
     with torch.no_grad():
-        out, (h_n, c_n) = torch_lstm(torch.from_numpy(xs))
+        out, (h_n, c_n) = torch_lstm.eval()(torch.from_numpy(xs))
+    if mode == "train":  # dropout on between the layers: not torch's eval outputs until model.eval()
+        assert np.abs(np.asarray(ys) - out.numpy()).max() > 1e-3
+        model.eval()
+        ys, carry = model(xs)
     np.testing.assert_allclose(ys, out.numpy(), atol=ATOL)
     np.testing.assert_allclose(np.stack([c.c for c in carry]), c_n.numpy(), atol=ATOL)
     # and back to torch, exactly in outputs
     with torch.no_grad():
-        back = rnnx.interop.to_torch(*model.functional()).eval()(torch.from_numpy(xs))[0]
+        back = model.to_torch()(torch.from_numpy(xs))[0]
     np.testing.assert_allclose(back.numpy(), out.numpy(), atol=ATOL)
+
+
+def test_from_torch_keeps_torchs_time_major_layout_and_the_shape_error_says_so():
+    """torch's default batch_first=False gives a time-major stack; batch-major arrays with a state (or lengths)
+    are refused with an error naming time_major and batch_first."""
+    torch = require_torch()
+    net, params = rnnx.interop.from_torch(torch.nn.LSTM(D, H))
+    assert net.time_major
+    xs = _xs()  # (B, T, D): batch-major
+    carry = net.default_carry(params, (B,))
+    fix = r"read as \(time, \*batch, features\) since time_major=True\. If xs is \(\*batch, time, features\), "
+    fix += r"pass time_major=False \(a torch module's batch_first=True\)"
+    with pytest.raises(ValueError, match="initial_carry must have shapes .*" + fix):
+        net.apply(params, xs, initial_carry=carry)
+    with pytest.raises(ValueError, match="lengths must have the batch shape .*" + fix):
+        net.apply(params, xs, lengths=np.full(B, T))
+    time_major_xs = np.swapaxes(xs, 0, 1)  # what the stack reads
+    assert net.apply(params, time_major_xs, initial_carry=carry)[1].shape == (T, B, H)
 
 
 def test_to_torch_refuses_what_torch_cannot_compute():
@@ -248,10 +270,93 @@ def test_real_keras_refuses_settings_that_change_the_function():
     layer.build((None, T, D))
     with pytest.raises(ValueError, match="recurrent_activation must be 'sigmoid'.*received 'hard_sigmoid'"):
         rnnx.interop.from_keras(layer)
-    layer = keras.layers.GRU(H, go_backwards=True)
+    layer = keras.layers.GRU(H, go_backwards=True, return_sequences=True)
     layer.build((None, T, D))
-    with pytest.raises(ValueError, match="go_backwards"):
+    with pytest.raises(ValueError, match="go_backwards=True reads the sequence backwards.*Bidirectional"):
         rnnx.interop.from_keras(layer)
+    # What the message says to do instead: the weights, run in reverse, give Keras's outputs flipped along time.
+    cell, params = rnnx.interop.from_keras_weights("GRU", layer.get_weights())
+    xs = _xs()
+    ys = rnnx.unroll(cell, params, xs, reverse=True)[1]
+    np.testing.assert_allclose(np.asarray(layer(xs))[:, ::-1], ys, atol=ATOL)
+    with pytest.raises(ValueError, match="merge_mode must be 'concat'.*received 'sum'"):
+        rnnx.interop.from_keras(_built(keras.layers.Bidirectional(keras.layers.GRU(H), merge_mode="sum")))
+    mixed = keras.layers.Bidirectional(
+        keras.layers.LSTM(H), backward_layer=keras.layers.LSTM(H, use_bias=False, go_backwards=True)
+    )
+    with pytest.raises(ValueError, match="forward and backward layers must compute the same cell"):
+        rnnx.interop.from_keras(_built(mixed))
+
+
+def _built(layer):
+    layer.build((None, T, D))
+    return layer
+
+
+def test_real_keras_unbuilt_layer_says_to_build_it():
+    keras = _keras()
+    for layer in (keras.layers.GRU(H, name="gru_0"), keras.layers.Bidirectional(keras.layers.LSTM(H), name="bi_0")):
+        kind = type(layer).__name__
+        with pytest.raises(ValueError, match=rf"the Keras {kind} layer '\w+' has no weights yet: build it first"):
+            rnnx.interop.from_keras(layer)
+
+
+@pytest.mark.parametrize("name", sorted(KERAS_CASES))
+def test_real_keras_bidirectional_both_directions(name):
+    """keras.layers.Bidirectional <-> a one-layer bidirectional stack, exactly; the backward half is the
+    layer Keras builds with go_backwards=True."""
+    keras = _keras()
+    kind, make_cell, config = KERAS_CASES[name]
+    xs = _xs()
+    layer = _built(keras.layers.Bidirectional(getattr(keras.layers, kind)(H, return_sequences=True, **config)))
+    layer.forward_layer.set_weights(_keras_layout_weights(kind, config, seed=5))
+    layer.backward_layer.set_weights(_keras_layout_weights(kind, config, seed=6))
+    net, params = rnnx.interop.from_keras(layer)
+    assert net == rnnx.stacked(make_cell(), bidirectional=True)
+    np.testing.assert_allclose(jax.jit(net.apply)(params, xs)[1], np.asarray(layer(xs)), atol=ATOL)
+    # rnnx -> Keras Bidirectional, and back bit for bit
+    params = [[_random_params(make_cell(), seed=0), _random_params(make_cell(), seed=7)]]
+    exported = rnnx.interop.to_keras(net, params, return_sequences=True)
+    assert type(exported).__name__ == "Bidirectional" and exported.backward_layer.go_backwards
+    np.testing.assert_allclose(np.asarray(exported(xs)), jax.jit(net.apply)(params, xs)[1], atol=ATOL)
+    assert _bits(rnnx.interop.from_keras(exported)[1]) == _bits(params)
+
+
+def test_real_keras_bidirectional_with_its_own_backward_layer_and_a_mask():
+    """A backward_layer= of one's own, padded batches: Keras's mask is rnnx's lengths (Bidirectional writes zeros
+    at masked steps, zero_output_for_mask, as rnnx does)."""
+    keras = _keras()
+    layer = keras.layers.Bidirectional(
+        keras.layers.LSTM(H, return_sequences=True),
+        backward_layer=keras.layers.LSTM(H, return_sequences=True, go_backwards=True),
+    )
+    layer = _built(layer)
+    layer.forward_layer.set_weights(_keras_layout_weights("LSTM", {}, seed=8))
+    layer.backward_layer.set_weights(_keras_layout_weights("LSTM", {}, seed=9))
+    net, params = rnnx.interop.from_keras(layer)
+    xs, lengths = _xs(), np.array([T, 3, 1])
+    mask = np.arange(T) < lengths[:, None]
+    _, ys = net.apply(params, xs, lengths=lengths)
+    np.testing.assert_allclose(ys, np.asarray(layer(xs, mask=mask)), atol=ATOL)
+    assert not np.asarray(ys)[~mask].any()
+
+
+def test_real_keras_masked_steps_repeat_the_last_output_unless_zero_output_for_mask():
+    """Keras repeats the last output at masked steps; rnnx writes zeros, as Keras's zero_output_for_mask=True."""
+    keras = _keras()
+    xs, lengths = _xs(), np.array([T, 3, 1])
+    mask = np.arange(T) < lengths[:, None]
+    outputs = {}
+    for zero in (False, True):
+        layer = _built(keras.layers.GRU(H, return_sequences=True, zero_output_for_mask=zero))
+        layer.set_weights(_keras_layout_weights("GRU", {}, seed=10))
+        outputs[zero] = np.asarray(layer(xs, mask=mask))
+    cell, params = rnnx.interop.from_keras(layer)
+    ys = np.asarray(rnnx.unroll(cell, params, xs, lengths=lengths)[1])
+    np.testing.assert_allclose(ys, outputs[True], atol=ATOL)
+    np.testing.assert_allclose(ys[mask], outputs[False][mask], atol=ATOL)
+    last = ys[np.arange(B), lengths - 1]
+    np.testing.assert_allclose(outputs[False][1, 3:], np.broadcast_to(last[1], (T - 3, H)), atol=ATOL)
 
 
 # ------------------------------------------------------------------------------------------- Flax linen

@@ -15,14 +15,14 @@ import sys
 
 from rnnx.apps import config, scale
 from rnnx.apps.config import ClassifierConfig, ConfigError, LanguageModelConfig, add_config_flags, config_from_args
-from rnnx.apps.data import DataUnavailable, check_files, local_files
+from rnnx.apps.data import DataUnavailable, check_files, local_files, require_datasets
 from rnnx.apps.scale import device_count as device_count
 from rnnx.core import CELLS
 from rnnx.training import distributed
 
 # The main job, ``rnnx train`` with no flags: chosen to beat the n-gram baseline within a few minutes on two
-# CPU cores (the README gives the figures and the command); the examples train longer with the config's own
-# defaults.
+# CPU cores (docs/getting-started.md gives the figures and the command); the examples train longer with the
+# config's own defaults.
 LM_DEFAULTS = dict(
     steps=1800, learning_rate=1e-2, schedule="cosine", batch_size=64, window=50, embed=64, eval_every=200
 )
@@ -90,6 +90,8 @@ def _train_config(args):
     paths = local_files(cfg.dataset)
     if paths is not None:
         check_files(paths)
+    if cfg.dataset != "shakespeare":  # the shipped text is read without datasets; every other source needs it
+        require_datasets(f"--dataset {cfg.dataset}")
     for note in config.warnings(cfg) if distributed.is_lead() else ():
         print(f"rnnx train: warning: {note}", file=sys.stderr)
     return cfg

@@ -1,11 +1,16 @@
 """Text data through Hugging Face ``datasets``: load, tokenise, build vocabularies, pad and batch.
 
+``datasets`` comes with the ``data`` extra (``pip install "rnnx[data]"``), not with ``pip install rnnx``: only
+:func:`load` and the corpora that return a ``Dataset`` need it, and without it they raise :class:`MissingExtra`,
+one line naming the extra.
+
 Batches are dicts of NumPy arrays: ``tokens (b, l) int32``, ``lengths (b,) int32``, ``labels (b,)`` and
 ``weights (b,) float32`` (0 for rows that only pad a short final batch). ``l`` is rounded up to one of a
 few bucket lengths, so a jitted step compiles once per bucket rather than once per batch.
 """
 
 import collections
+import importlib
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -21,6 +26,23 @@ _FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".p
 
 class DataUnavailable(RuntimeError):
     """A dataset could not be loaded; the message says why and what to do instead."""
+
+
+class MissingExtra(DataUnavailable, ImportError):
+    """An optional dependency is not installed; the message names the ``pip install "rnnx[...]"`` that brings it."""
+
+
+def require_datasets(what: str):
+    """The ``datasets`` module, or :class:`MissingExtra` saying that ``what`` needs the ``data`` extra.
+
+    Imported on first use rather than at the top of this module, because ``datasets`` is optional: the plain
+    install, ``rnnx train`` on the shipped Shakespeare text and everything outside this layer run without it.
+    """
+    try:
+        return importlib.import_module("datasets")
+    except ImportError:
+        message = f'{what} needs Hugging Face datasets, which is not installed: pip install "rnnx[data]"'
+        raise MissingExtra(message) from None
 
 
 def tokenize(text: str, level: str = "word") -> list[str]:
@@ -124,8 +146,7 @@ def load(source: str, *, split: str | None = None, **kwargs):
     txt file (or a comma-separated list of them). Offline, a Hub name raises :class:`DataUnavailable`
     saying so and showing how to pass local files instead.
     """
-    import datasets
-
+    datasets = require_datasets(f"loading {source!r}")
     paths = local_files(source)
     if paths is not None:
         check_files(paths)
@@ -234,12 +255,14 @@ __all__ = [
     "SPECIALS",
     "UNK",
     "DataUnavailable",
+    "MissingExtra",
     "Vocab",
     "check_files",
     "encode",
     "load",
     "local_files",
     "padded_batches",
+    "require_datasets",
     "stream_windows",
     "tokenize",
 ]

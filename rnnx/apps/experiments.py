@@ -24,14 +24,15 @@ from rnnx.apps.classification import _initial_classifier_params as _initial_clas
 from rnnx.apps.config import ClassifierConfig, LanguageModelConfig, validate
 from rnnx.apps.lanes import lanes
 from rnnx.apps.lanes import process_windows as _process_windows  # noqa: F401
+from rnnx.apps.language_modelling import _load_text as _load_text  # noqa: F401
 from rnnx.apps.language_modelling import language_model_config as language_model_config
 from rnnx.apps.language_modelling import restore_language_model as restore_language_model
 from rnnx.apps.task import optimizer
 from rnnx.core.deprecation import MESH_RENAME, renamed_argument
 from rnnx.training import distributed
 
-# The two private names above are imported for the tests that reach them here (tests/test_train.py,
-# tests/test_cli_scale.py).
+# The three private names above are imported for the tests that reach them here (tests/test_train.py,
+# tests/test_cli_scale.py, tests/test_install.py).
 
 _TASKS = {ClassifierConfig: classification.TASK, LanguageModelConfig: language_modelling.TASK}
 

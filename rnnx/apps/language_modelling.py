@@ -32,24 +32,28 @@ class Texts(NamedTuple):
 
 
 def load(cfg: LanguageModelConfig) -> Texts:
-    """``(train, validation, test)`` texts. Shakespeare holds out whole texts: every 7th (from the 3rd) for
-    test and every 7th (from the 6th) for validation; local files hold out their last 10% / 5%. A text too
-    short for the run is a :class:`ConfigError`."""
-    if cfg.dataset == "shakespeare":
-        texts = corpora.shakespeare()["text"]
-        test = [t for i, t in enumerate(texts) if i % 7 == 2]
-        val = [t for i, t in enumerate(texts) if i % 7 == 5]
-        rest = [t for i, t in enumerate(texts) if i % 7 not in (2, 5)]
-        train_text, val_text, test_text = "\n".join(rest), "\n".join(val), "\n".join(test)
-    else:
-        ds = data.load(cfg.dataset, split="train")
-        column = "text" if "text" in ds.column_names else ds.column_names[0]
-        text = "\n".join(ds[column])
-        a, b = int(len(text) * 0.85), int(len(text) * 0.9)
-        train_text, val_text, test_text = text[:a], text[a:b], text[b:]
+    """The run's texts (``_load_text``), the validation text cut to ``cfg.eval_chars``; a text too short
+    for the run is a :class:`ConfigError`."""
+    train_text, val_text, test_text = _load_text(cfg)
     texts = Texts(train_text, val_text[: cfg.eval_chars], test_text)
     _check_text_lengths(cfg, texts)
     return texts
+
+
+def _load_text(cfg: LanguageModelConfig):
+    """``(train, validation, test)`` strings. Shakespeare holds out whole texts: every 7th (from the 3rd)
+    for test and every 7th (from the 6th) for validation; local files hold out their last 10% / 5%."""
+    if cfg.dataset == "shakespeare":
+        texts = [row["text"] for row in corpora.shakespeare_rows()]
+        test = [t for i, t in enumerate(texts) if i % 7 == 2]
+        val = [t for i, t in enumerate(texts) if i % 7 == 5]
+        rest = [t for i, t in enumerate(texts) if i % 7 not in (2, 5)]
+        return "\n".join(rest), "\n".join(val), "\n".join(test)
+    ds = data.load(cfg.dataset, split="train")
+    column = "text" if "text" in ds.column_names else ds.column_names[0]
+    text = "\n".join(ds[column])
+    a, b = int(len(text) * 0.85), int(len(text) * 0.9)
+    return text[:a], text[a:b], text[b:]
 
 
 def vocabulary(cfg: LanguageModelConfig, texts: Texts) -> data.Vocab:

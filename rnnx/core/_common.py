@@ -46,7 +46,7 @@ def check_params(cell, params) -> int:
     w_ih = received.get("w_ih") if isinstance(received, dict) else None
     input_size = w_ih[0] if w_ih and len(w_ih) == 2 else None
     expected = cell.param_shapes(input_size) if input_size else None
-    if expected != received:
+    if input_size is None or expected != received:
         raise ValueError(
             f"params do not fit the cell {cell!r}: expected arrays "
             f"{expected or cell.param_shapes('d')}, received {received}. "
@@ -75,6 +75,17 @@ def check_stack_params(net, params, input_size: int | None = None) -> int:
     return input_size
 
 
+def layout_hint(xs_shape, time_major: bool) -> str:
+    """Where the batch shape came from, for errors that a transposed ``xs`` causes (PyTorch's default layout is
+    time-major, and :func:`rnnx.interop.from_torch` keeps it)."""
+    layout = "(time, *batch, features)" if time_major else "(*batch, time, features)"
+    other = "(*batch, time, features)" if time_major else "(time, *batch, features)"
+    return (
+        f"; the batch shape comes from xs of shape {tuple(xs_shape)} read as {layout} since time_major={time_major}."
+        f" If xs is {other}, pass time_major={not time_major} (a torch module's batch_first={time_major})"
+    )
+
+
 def _shapes(params):
     if isinstance(params, dict) and all(hasattr(v, "shape") for v in params.values()):
         return {k: tuple(v.shape) for k, v in params.items()}
@@ -89,4 +100,5 @@ __all__ = [
     "draw",
     "gate_blocks",
     "input_projection",
+    "layout_hint",
 ]

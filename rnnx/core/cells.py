@@ -34,7 +34,7 @@ Equinox instead draw everything from U(-1/sqrt(h), 1/sqrt(h)); pass ``torch_init
 
 import dataclasses
 from collections.abc import Callable, Hashable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -118,7 +118,7 @@ class Cell:
     @property
     def hidden_size(self) -> int:
         """``h``."""
-        return dict(self.spec)["hidden_size"]
+        return cast(int, dict(self.spec)["hidden_size"])
 
     def apply(self, params: Params, carry: Carry, x: Step) -> tuple[Carry, Hidden]:
         """One time step: ``(carry, x (*b, d)) -> (carry, y (*b, h))``."""
@@ -380,11 +380,12 @@ def lstm(
 
     Parameters ``4h (d + h + 1)``: 219,648 for d=300, h=128.
 
+    Arguments not listed below are as in :func:`simple_rnn`.
+
     Args:
       hidden_size: ``h``, a positive integer.
       forget_bias: added to the forget-gate slice of ``b`` at initialisation (1.0 by default;
         0.0 matches Flax's default).
-      Other arguments as in :func:`simple_rnn`.
 
     Returns:
       A :class:`Cell` whose carry is ``LSTMCarry(h, c)``.
@@ -451,10 +452,11 @@ def gru(
     Parameters ``3h (d + h + 1)``: 164,736 for d=300, h=128; reset-after adds ``b_hn (h,)``: 164,864.
     The two conventions are different functions: neither converts exactly into the other.
 
+    Arguments not listed below are as in :func:`simple_rnn`.
+
     Args:
       hidden_size: ``h``, a positive integer.
       reset_after: where the reset gate applies (see above). True matches ``torch.nn.GRU``.
-      Other arguments as in :func:`simple_rnn`.
 
     Returns:
       A :class:`Cell` whose carry is ``h (*b, h)``.

@@ -21,7 +21,7 @@ in float32 without logs, costs no ``exp``/``log`` per combine, and accepts an in
 sign. (The log form needs ``log h_0``, which is NaN for a negative initial state: one way for the parallel
 and sequential results of a port to differ with a non-zero initial state.)
 ``python -m benchmarks.parallel`` compares the forms side by side (results in ``benchmarks/results/`` and
-the README): the paper's form is slower, since every combine pays an ``exp`` and a ``log``, and less
+docs/parallel-scan.md): the paper's form is slower, since every combine pays an ``exp`` and a ``log``, and less
 accurate over long sequences, since it divides by running products. The log space is kept where it pays: in
 the minLSTM normalisation ``f/(f + i)``, computed from log-sigmoids so that it stays finite when both gates
 underflow.
@@ -118,8 +118,7 @@ def min_lstm(
     ``i' = sigma(delta)``, finite even where ``f`` and ``i`` both underflow. ``a_t = f'_t``,
     ``b_t = i'_t g(h~_t)``. Parameters ``3h (d + 1)``: 115,584 for d=300, h=128.
 
-    Args:
-      As in :func:`min_gru`.
+    The arguments are as in :func:`min_gru`.
 
     Returns:
       A :class:`Cell` whose carry is ``h (*b, h)`` and that supports ``rnnx.unroll(..., parallel=True)``.

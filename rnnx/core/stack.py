@@ -106,7 +106,7 @@ class Stack:
         keys = [None] * self.num_layers if key is None else list(jax.random.split(key, self.num_layers))
         backend = resolver.family(name)
         options = dict(lengths=lengths, mask=mask, reset=reset, time_major=self.time_major, backend=backend, **kwargs)
-        carries, ys = [], xs
+        carries, ys = [], jnp.asarray(xs)
         for layer, (layer_params, layer_key) in enumerate(zip(params, keys)):
             if layer > 0 and self.dropout > 0 and layer_key is not None:
                 ys = dropout(layer_key, ys, self.dropout)

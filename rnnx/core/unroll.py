@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from rnnx.core._common import check_params
+from rnnx.core._common import check_params, layout_hint
 from rnnx.core.backends import resolver
 from rnnx.core.backends.call import Call, Options
 from rnnx.core.backends.scan import default_hoist
@@ -76,7 +76,7 @@ def unroll(
         apply to the parallel mode; ``remat`` rematerialises the whole parallel scan. The parallel mode is
         for accelerators, where ``t`` sequential steps cost ``t`` kernel launches and the scan's ``log t``
         depth pays; on a CPU, which runs one step cheaply, the sequential mode can be as fast or faster
-        (``python -m benchmarks.parallel``; results in ``benchmarks/results/`` and the README).
+        (``python -m benchmarks.parallel``; results in ``benchmarks/results/`` and docs/parallel-scan.md).
 
       seq_mesh: a ``jax.sharding.Mesh`` with an axis named ``seq``: split the time axis over its devices
         (sequence parallelism, :mod:`rnnx.core.backends.sharded`), each device scanning its chunk and one collective
@@ -114,12 +114,12 @@ def unroll(
     xs = _check_xs(xs, input_size)
     steps = xs.shape[0 if time_major else -2]
     batch_shape = xs.shape[1:-1] if time_major else xs.shape[:-2]
-    valid, in_sequence = _valid_steps(lengths, mask, batch_shape, steps, time_major)
+    valid, in_sequence = _valid_steps(lengths, mask, xs.shape, time_major)
     reset = _check_bool("reset", reset, batch_shape, steps, time_major)
     if reset is not None and in_sequence is not None:  # a step past the length is no sequence's start
         reset = reset & in_sequence
     init = cell.default_carry(params, batch_shape)
-    carry = init if initial_carry is None else _check_carry(initial_carry, init)
+    carry = init if initial_carry is None else _check_carry(initial_carry, init, xs.shape, time_major)
     call = Call(cell, [[params]], xs, time_major, reverse=reverse, mask=mask is not None, reset=reset is not None,
                 initial_carry=initial_carry, parallel=parallel, mesh=mesh)  # fmt: skip
     name = resolver.choose(call, backend)  # cuDNN runs one cell as a one-layer stack
@@ -179,7 +179,7 @@ def _check_parallel(cell, parallel, mesh):
     return cell.coefficients is not None if parallel is None else parallel
 
 
-def _check_xs(xs, input_size):
+def _check_xs(xs, input_size) -> jax.Array:
     xs = jnp.asarray(xs)
     if not jnp.issubdtype(xs.dtype, jnp.floating):
         raise TypeError(f"xs must have a floating dtype, received {xs.dtype}; cast it, e.g. xs.astype(jnp.float32)")
@@ -192,9 +192,11 @@ def _check_xs(xs, input_size):
     return xs
 
 
-def _valid_steps(lengths, mask, batch_shape, steps, time_major):
+def _valid_steps(lengths, mask, xs_shape, time_major):
     """``(valid, in_sequence)``: boolean (*b, t) (or (t, *b)) arrays of the steps to run and of the steps
     before each length; each None when it holds everywhere."""
+    steps = xs_shape[0 if time_major else -2]
+    batch_shape = xs_shape[1:-1] if time_major else xs_shape[:-2]
     if steps == 0:
         raise ValueError("xs has 0 time steps; expected at least 1")
     mask = _check_bool("mask", mask, batch_shape, steps, time_major)
@@ -202,7 +204,10 @@ def _valid_steps(lengths, mask, batch_shape, steps, time_major):
         return mask, None
     lengths = jnp.asarray(lengths)
     if lengths.shape != tuple(batch_shape):
-        raise ValueError(f"lengths must have the batch shape {tuple(batch_shape)}, received shape {lengths.shape}")
+        raise ValueError(
+            f"lengths must have the batch shape {tuple(batch_shape)}, received shape {lengths.shape}"
+            + layout_hint(xs_shape, time_major)
+        )
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise TypeError(f"lengths must have an integer dtype, received {lengths.dtype}")
     if not isinstance(lengths, jax.core.Tracer) and lengths.size:
@@ -231,11 +236,11 @@ def _check_bool(name, value, batch_shape, steps, time_major):
     return value
 
 
-def _check_carry(carry, expected):
+def _check_carry(carry, expected, xs_shape, time_major):
     got = jax.tree.map(lambda a: tuple(jnp.shape(a)), carry)
     want = jax.tree.map(lambda a: tuple(a.shape), expected)
     if jax.tree.structure(carry) != jax.tree.structure(expected) or got != want:
-        raise ValueError(f"initial_carry must have shapes {want}, received {got}")
+        raise ValueError(f"initial_carry must have shapes {want}, received {got}" + layout_hint(xs_shape, time_major))
     return jax.tree.map(lambda a, e: jnp.asarray(a, e.dtype), carry, expected)
 
 

@@ -27,9 +27,14 @@ _TORCH_CLASSES = {"simple_rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}  # rnnx.CEL
 def from_torch(module) -> tuple[Stack, list]:
     """Convert a ``torch.nn.RNN``/``LSTM``/``GRU`` into ``(net, params)``, exactly.
 
-    Any ``num_layers``, ``bidirectional``, ``bias`` and ``batch_first`` (``batch_first=False`` gives a
-    time-major stack). ``net.apply(params, xs)`` then matches ``module(xs)``; the carry tuple is
-    ``h_n`` (and ``c_n``) split along its first axis.
+    Any ``num_layers``, ``bidirectional``, ``bias`` and ``batch_first``. The stack keeps torch's layout:
+    ``batch_first=False``, torch's default, gives a time-major stack (``net.time_major``), which reads
+    ``xs (t, *b, d)``; batch-major arrays need ``batch_first=True`` or ``dataclasses.replace(net,
+    time_major=False)``. ``net.apply(params, xs)`` then matches ``module(xs)``; the carry tuple is ``h_n``
+    (and ``c_n``) split along its first axis.
+
+    ``(net, params)`` has no train/eval mode: ``net.apply`` drops out between layers only when given a
+    ``key``. :meth:`rnnx.nn.Recurrent.from_torch` gives an NNX module in the torch module's mode.
 
     >>> import torch, rnnx  # doctest: +SKIP
     >>> net, params = rnnx.interop.from_torch(torch.nn.GRU(300, 128, num_layers=2, batch_first=True))  # doctest: +SKIP

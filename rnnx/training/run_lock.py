@@ -11,7 +11,7 @@ The record decides in two cases the OS lock cannot answer:
 - a record from another host: ``flock`` on a network filesystem may be local to each host (Lustre's
   ``localflock``, some NFS setups), so holding the OS lock here says nothing about a process there;
 - a record without ``"os_lock"``, written by rnnx 0.1.0's hand-written lock, whose holder takes no OS lock:
-  only its pid can tell whether it still runs (kept for one release, in :func:`_legacy_holder`).
+  only its pid can tell whether it still runs (kept for one release, in ``_legacy_holder``).
 """
 
 import contextlib

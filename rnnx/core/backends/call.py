@@ -97,7 +97,7 @@ def platform_of(xs) -> str:
     """The platform a concrete array lives on; for a tracer or a non-array, the default device's."""
     if isinstance(xs, jax.Array) and not isinstance(xs, jax.core.Tracer):
         return next(iter(xs.devices())).platform
-    device = jax.config.jax_default_device
+    device = _default_device()
     if isinstance(device, str):
         return device
     return device.platform if device is not None else jax.default_backend()
@@ -108,8 +108,13 @@ def device_kind_of(xs) -> str:
     device's."""
     if isinstance(xs, jax.Array) and not isinstance(xs, jax.core.Tracer):
         return next(iter(xs.devices())).device_kind
-    device = jax.config.jax_default_device
+    device = _default_device()
     return device.device_kind if device is not None and not isinstance(device, str) else jax.devices()[0].device_kind
+
+
+def _default_device():
+    """``jax.default_device``'s setting: None, a device, or a platform name."""
+    return getattr(jax.config, "jax_default_device")  # noqa: B009 - not in jax's type stubs
 
 
 def is_vmapped(tree) -> bool:

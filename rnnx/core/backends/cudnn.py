@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import rnn as jrnn
 
-from rnnx.core._common import check_stack_params
+from rnnx.core._common import check_stack_params, layout_hint
 from rnnx.core.backends.call import Call, Options, is_vmapped
 from rnnx.core.cells import LSTMCarry
 from rnnx.core.typing import Params
@@ -101,7 +101,8 @@ def unpack(net, packed, input_size: int) -> list:
         )
     w_ih, w_hh, b_ih, b_hh = jrnn.unpack_lstm_weights(packed, input_size, h, layers, bi)
     expected = _expected_params(net, input_size)
-    params, index = [], 0
+    params: list[list[dict]] = []
+    index = 0
     for layer in expected:
         params.append([])
         for like in layer:
@@ -168,6 +169,7 @@ def apply(net, params, xs, *, lengths=None, initial_carry=None, precision=None, 
     xs = jnp.asarray(xs)
     if xs.ndim < 2 or xs.shape[-1] != input_size:
         raise ValueError(f"xs must have shape (*batch, time, {input_size}), received shape {xs.shape}")
+    hint = layout_hint(xs.shape, net.time_major)
     if net.time_major:
         xs = jnp.moveaxis(xs, 0, -2)
     batch_shape, steps = xs.shape[:-2], xs.shape[-2]
@@ -176,7 +178,7 @@ def apply(net, params, xs, *, lengths=None, initial_carry=None, precision=None, 
         lengths = jnp.asarray(lengths)
         if lengths.shape != tuple(batch_shape) or not jnp.issubdtype(lengths.dtype, jnp.integer):
             raise ValueError(f"lengths must be integers of shape {tuple(batch_shape)}, received "
-                             f"{lengths.dtype}{list(lengths.shape)}")  # fmt: skip
+                             f"{lengths.dtype}{list(lengths.shape)}{hint}")  # fmt: skip
         if not isinstance(lengths, jax.core.Tracer) and lengths.size:
             # Through NumPy: jnp's min would be staged (not concrete) under jit.
             low, high = int(np.min(np.asarray(lengths))), int(np.max(np.asarray(lengths)))
@@ -185,7 +187,7 @@ def apply(net, params, xs, *, lengths=None, initial_carry=None, precision=None, 
                                  f"max {high}")  # fmt: skip
         lengths = lengths.reshape(n)
     default = tuple(net.cell.default_carry(p, batch_shape) for layer in params for p in layer)
-    carry0 = default if initial_carry is None else _check_carry(initial_carry, default)
+    carry0 = default if initial_carry is None else _check_carry(initial_carry, default, hint)
     flat = [jax.tree.map(lambda a: a.reshape(n, -1), c) for c in carry0]
     x = xs.reshape(n, steps, input_size)
     carries, y = _fused(net.cell, params, x, lengths, flat, net.num_layers, net.bidirectional, precision, impl)
@@ -341,7 +343,7 @@ def _check_zero_bias(b_ih, b_hh, index) -> None:
         )
 
 
-def _check_carry(carry, default):
+def _check_carry(carry, default, hint: str):
     if not isinstance(carry, (list, tuple)) or len(carry) != len(default):
         got = len(carry) if isinstance(carry, (list, tuple)) else type(carry).__name__
         raise ValueError(f"initial_carry must be a tuple of {len(default)} LSTMCarry (layers x directions), "
@@ -349,5 +351,5 @@ def _check_carry(carry, default):
     want = [(tuple(c.h.shape), tuple(c.c.shape)) for c in default]
     got = [(tuple(jnp.shape(c[0])), tuple(jnp.shape(c[1]))) for c in carry]
     if want != got:
-        raise ValueError(f"initial_carry must have (h, c) shapes {want}, received {got}")
+        raise ValueError(f"initial_carry must have (h, c) shapes {want}, received {got}{hint}")
     return [LSTMCarry(*c) for c in carry]

@@ -53,6 +53,7 @@ from rnnx.core.backends.scan import masked_step
 from rnnx.core.cells import Cell, output, recurrent
 from rnnx.core.typing import Params
 
+pallas_triton: Any
 try:  # deprecated from jax 0.11 in favour of Mosaic GPU, and still there in 0.11.2
     from jax.experimental.pallas import triton as pallas_triton
 except ImportError:  # pragma: no cover - a jax without Pallas-Triton

@@ -75,7 +75,7 @@ def choose(call: Call, backend: str) -> str:
         return family
     kind = table.device_key(device_kind_of(call.xs))
     best = table.fastest(kind, call.cell.name, call.dtype.name, call.batch, call.steps, call.cell.hidden_size)
-    if best in MODULES and best != "scan" and MODULES[best].unsupported(call) is None:
+    if best is not None and best != "scan" and best in MODULES and MODULES[best].unsupported(call) is None:
         return best
     return family
 

@@ -31,7 +31,7 @@ def default_hoist(cell: Cell) -> bool:
     step reads back. On GPU and TPU the large matmul uses the device far better, so there we always hoist.
     On CPU it pays only for the simple RNN, whose step is little more than its matmuls; gated cells spend
     their step time on gate arithmetic, and the buffer made their training steps slower. Measured with
-    ``python -m benchmarks.hoist``: ``benchmarks/results/hoist-cpu-2core.md`` and the README.
+    ``python -m benchmarks.hoist``: ``benchmarks/results/hoist-cpu-2core.md`` and docs/benchmarks.md.
     """
     return jax.default_backend() != "cpu" or cell.gates == 1
 

@@ -47,7 +47,7 @@ NAME = "sharded"
 if hasattr(jax, "shard_map"):
     _shard_map = jax.shard_map
 else:  # pragma: no cover - older jax
-    from jax.experimental.shard_map import shard_map as _shard_map
+    from jax.experimental.shard_map import shard_map as _shard_map  # type: ignore[assignment]
 
 
 def unsupported(call: Call) -> str | None:
@@ -62,6 +62,8 @@ def unsupported(call: Call) -> str | None:
 def run(cell: Cell, params: Params, xs, carry, valid, reset, fresh, *, reverse: bool, options: Options):
     """The backend entry: :func:`unroll_parallel_sharded` over ``options.mesh``, rematerialised whole with
     ``options.remat``."""
+    if options.mesh is None:
+        raise ValueError("the sequence-parallel scan needs seq_mesh=, a jax.sharding.Mesh with an axis named 'seq'")
     scan = functools.partial(unroll_parallel_sharded, cell, reverse=reverse, mesh=options.mesh)
     return (jax.checkpoint(scan) if options.remat else scan)(params, xs, carry, valid, reset, fresh)
 

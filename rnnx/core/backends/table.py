@@ -36,15 +36,20 @@ def entries(path: pathlib.Path = TABLE) -> tuple[dict, ...]:
 
 def winner(ms: dict[str, dict[str, float]]) -> str:
     """The backend to run at one measured shape: the fastest in total over the scan's modes among the
-    backends never slower than the scan in any of them; the scan where none is, or where it was not measured.
+    backends never slower than the scan in any of them; the scan where none is.
+
+    A call may run forward only or be differentiated, so a backend can win only where it and the scan were
+    both measured forward and with gradients (``backward`` or ``train``): an unmeasured mode could be slower.
 
     >>> winner({"scan": {"forward": 1.0, "train": 9.0}, "pallas": {"forward": 0.5, "train": 9.5}})
     'scan'
     >>> winner({"scan": {"forward": 1.0, "train": 9.0}, "pallas": {"forward": 0.5, "train": 4.0}})
     'pallas'
+    >>> winner({"scan": {"train": 9.0}, "cudnn": {"train": 6.0}})  # forward not measured
+    'scan'
     """
-    scan = ms.get("scan")
-    if not scan:
+    scan = ms.get("scan", {})
+    if "forward" not in scan or not {"backward", "train"} & set(scan):
         return "scan"
     best, best_total = "scan", sum(scan.values())
     for name, times in ms.items():
@@ -61,7 +66,7 @@ def fastest(device: str, cell: str, dtype: str, batch: int, steps: int, hidden: 
     and dtype; None where no entry lies within a factor of 2 in each axis.
 
     >>> row = {"device": "gpu-x", "cell": "gru", "dtype": "float32", "B": 64, "T": 100, "H": 128,
-    ...        "ms": {"scan": {"forward": 1.0}, "pallas": {"forward": 0.4}}}
+    ...        "ms": {"scan": {"forward": 1.0, "train": 3.0}, "pallas": {"forward": 0.4, "train": 1.0}}}
     >>> fastest("gpu-x", "gru", "float32", 48, 150, 128, [row])
     'pallas'
     >>> fastest("gpu-x", "gru", "float32", 48, 1000, 128, [row]) is None  # T more than 2x from any entry
