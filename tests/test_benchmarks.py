@@ -16,6 +16,8 @@ from benchmarks import goals, hlo, report, roofline, scan_tuning
 from benchmarks.__main__ import SWEEP_PEERS, Job, gpu_plan, main, run_config
 from benchmarks.peers import PEERS, Config, Contender, Unsupported, build_rnnx
 
+pytestmark = pytest.mark.slow  # subprocesses or whole runs: the full tier only
+
 
 def test_cpu_suite_runs_and_writes_results(tmp_path, capsys):
     main(

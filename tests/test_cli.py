@@ -9,6 +9,8 @@ import pytest
 
 from rnnx.apps.cli import main
 
+pytestmark = pytest.mark.slow  # subprocesses or whole runs: the full tier only
+
 
 def _run(*args, env=None):
     return subprocess.run(

@@ -24,6 +24,8 @@ from rnnx.apps import cli, data, experiments
 from rnnx.apps.config import ConfigError
 from rnnx.training import distributed
 
+pytestmark = pytest.mark.slow  # subprocesses or whole runs: the full tier only
+
 TIMEOUT = 300  # seconds for all the runs together
 
 LM = (

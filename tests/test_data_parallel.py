@@ -19,6 +19,8 @@ import pytest
 
 from rnnx import training as train
 
+pytestmark = pytest.mark.slow  # subprocesses or whole runs: the full tier only
+
 DEVICES = (1, 2, 4, 8)
 
 _SCRIPT = textwrap.dedent(

@@ -23,6 +23,8 @@ from rnnx import training as train
 from rnnx.training import checkpoint
 from tests import faulty_fit
 
+pytestmark = pytest.mark.slow  # subprocesses or whole runs: the full tier only
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # A resumed process compiles its own kernels: on a GPU, XLA's autotuning may pick others than the killed
 # process did, unless told to be deterministic (then the H100 gave bit-identical results too).

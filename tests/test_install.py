@@ -13,6 +13,8 @@ import pytest
 from rnnx.apps import config, corpora, data, experiments
 from rnnx.apps.cli import main
 
+pytestmark = pytest.mark.slow  # subprocesses or whole runs: the full tier only
+
 EXTRA = 'needs Hugging Face datasets, which is not installed: pip install "rnnx[data]"'
 
 IMPORTS = """

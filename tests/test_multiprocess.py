@@ -25,6 +25,8 @@ from rnnx import training as train
 from rnnx.apps import models
 from rnnx.training import distributed
 
+pytestmark = pytest.mark.slow  # subprocesses or whole runs: the full tier only
+
 TIMEOUT = 120  # seconds for any one run of processes
 
 _WORKER = textwrap.dedent(

@@ -249,6 +249,7 @@ def test_lengths_and_mask_equal_running_only_the_selected_steps(lengths, mask_bi
         np.testing.assert_allclose(carry[n], c, atol=1e-6)
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_import_rnnx_does_not_need_torch():
     code = "import sys; sys.modules['torch'] = None; import rnnx, rnnx.interop; print('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -14,6 +14,8 @@ import pytest
 
 from rnnx.training import checkpoint
 
+pytestmark = pytest.mark.slow  # subprocesses or whole runs: the full tier only
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HOLD = "import sys, time; from rnnx.training import checkpoint\nwith checkpoint.lock(sys.argv[1]):\n"
 HOLD += "    print('locked', flush=True); time.sleep(120)"

@@ -111,6 +111,7 @@ def errors():
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a subprocess with 8 forced CPU devices
 @pytest.mark.parametrize("devices", DEVICES)
 @pytest.mark.parametrize("case", CASES)
 def test_sharded_scan_equals_one_device_scan(errors, case, devices):
