@@ -217,7 +217,7 @@ def test_character_language_model_learns_on_a_shakespeare_slice():
             logits, carry = model.apply(params, w[:, :-1], carry)
             return carry, losses.masked_cross_entropy(logits, w[:, 1:])
 
-        return jnp.mean(jax.lax.scan(body, model.net.initial_carry(params["rnn"], (8,)), held_out)[1]) / math.log(2)
+        return jnp.mean(jax.lax.scan(body, model.net.default_carry(params["rnn"], (8,)), held_out)[1]) / math.log(2)
 
     params = model.init(jax.random.key(0))
     before = float(bits(params))
@@ -227,7 +227,7 @@ def test_character_language_model_learns_on_a_shakespeare_slice():
         lambda epoch: windows,
         steps=150,
         optimizer=train.default_optimizer(learning_rate=3e-3),
-        initial_carry=model.net.initial_carry(params["rnn"], (16,)),
+        initial_carry=model.net.default_carry(params["rnn"], (16,)),
     )
     after = float(bits(result.params))
     assert before > 0.95 * math.log2(len(vocab)) and after < 3.6, (before, after)  # from ~uniform to well below
