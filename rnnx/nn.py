@@ -175,7 +175,7 @@ class Recurrent(nnx.Module):
 
     @classmethod
     def from_functional(
-        cls, net: Stack, params: StackParams, *, rngs: nnx.Rngs | None = None, deterministic: bool = False
+        cls, net: Stack, params: StackParams, *, rngs: nnx.Rngs | int | None = None, deterministic: bool = False
     ) -> "Recurrent":
         """The module for ``(net, params)`` from :func:`rnnx.stacked` or :func:`rnnx.interop.from_torch`.
 

@@ -3,20 +3,27 @@ and a smoothed character n-gram language model."""
 
 import collections
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+TokenIds = Sequence[Sequence[int]]
+"""One list of token ids per example."""
 
-def majority_accuracy(train_labels, test_labels) -> float:
+Labels = Sequence[int] | np.ndarray
+"""One integer class per example."""
+
+
+def majority_accuracy(train_labels: Labels, test_labels: Labels) -> float:
     """Accuracy of always predicting the most frequent training label."""
     majority = collections.Counter(np.asarray(train_labels).tolist()).most_common(1)[0][0]
     return float(np.mean(np.asarray(test_labels) == majority))
 
 
-def _bag_of_words(ids, vocab_size):
+def _bag_of_words(ids: TokenIds, vocab_size: int) -> np.ndarray:
     counts = np.zeros((len(ids), vocab_size), np.float32)
     for row, tokens in enumerate(ids):
         np.add.at(counts[row], np.asarray(tokens, int), 1.0)
@@ -24,10 +31,10 @@ def _bag_of_words(ids, vocab_size):
 
 
 def bow_logistic_regression(
-    train_ids,
-    train_labels,
-    test_ids,
-    test_labels,
+    train_ids: TokenIds,
+    train_labels: Labels,
+    test_ids: TokenIds,
+    test_labels: Labels,
     *,
     vocab_size: int,
     num_classes: int,
@@ -41,12 +48,12 @@ def bow_logistic_regression(
     params = {"w": jnp.zeros((vocab_size, num_classes)), "b": jnp.zeros(num_classes)}
     optimizer = optax.adam(learning_rate)
 
-    def loss(p):
+    def loss(p: dict[str, jax.Array]) -> jax.Array:
         logits = x_train @ p["w"] + p["b"]
         return optax.softmax_cross_entropy_with_integer_labels(logits, y_train).mean() + l2 * jnp.sum(p["w"] ** 2)
 
     @jax.jit
-    def step(p, s):
+    def step(p: dict[str, jax.Array], s: optax.OptState) -> tuple[dict[str, jax.Array], optax.OptState]:
         grads = jax.grad(loss)(p)
         updates, s = optimizer.update(grads, s)
         return optax.apply_updates(p, updates), s
@@ -66,7 +73,7 @@ class CharNGram:
     ends in the add-one unigram distribution over the alphabet (training characters plus one unknown).
     """
 
-    def __init__(self, text: str, order: int = 5):
+    def __init__(self, text: str, order: int = 5) -> None:
         if order < 1:
             raise ValueError(f"order must be at least 1, received {order}")
         self.order = order
@@ -74,14 +81,15 @@ class CharNGram:
         # One C-speed pass counts the longest n-grams; each shorter table sums the one above over its oldest
         # character, plus the one n-gram at the very start that has no character before it.
         grams = collections.Counter(text[i : i + order] for i in range(len(text) - order + 1))
-        self.counts = [None] * order
+        # counts[n][context of length n][next char]; totals[n][context]: the sum over the next chars
+        self.counts: list[dict[str, collections.Counter[str]]] = [{} for _ in range(order)]
         for n in reversed(range(order)):  # context length n: (n + 1)-grams
-            table = collections.defaultdict(collections.Counter)
+            table: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
             for gram, count in grams.items():
                 table[gram[:-1]][gram[-1]] += count
             self.counts[n] = table
             if n:
-                shorter = collections.Counter()
+                shorter: collections.Counter[str] = collections.Counter()
                 for gram, count in grams.items():
                     shorter[gram[1:]] += count
                 if len(text) >= n:

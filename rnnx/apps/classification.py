@@ -3,7 +3,9 @@ validation and test rows, a recurrent classifier over it, and its test accuracy 
 and a bag-of-words logistic regression on the same split.
 """
 
-from typing import NamedTuple
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,14 +19,17 @@ from rnnx.apps.task import Setup, Task
 from rnnx.core import make_cell, stacked
 from rnnx.training import losses, metrics
 
+if TYPE_CHECKING:
+    from datasets import Dataset
+
 
 class Data(NamedTuple):
     """A classification dataset, read, split and checked."""
 
-    ds: object  # the datasets.Dataset
+    ds: "Dataset"
     labels: np.ndarray  # (rows,) int32 class indices
     groups: np.ndarray | None  # (rows,) the group of each row (e.g. its movie), kept on one side of the split
-    names: list  # the class names, in index order
+    names: list[str]  # the class names, in index order
     train_rows: np.ndarray  # the rows of training and validation, held apart from the test rows
     test_rows: np.ndarray
     fit_rows: np.ndarray  # the training rows proper (a part of train_rows)
@@ -51,7 +56,7 @@ def vocabulary(cfg: ClassifierConfig, d: Data) -> data.Vocab:
     return data.Vocab.build(d.ds.select(d.fit_rows)[cfg.text_column], min_freq=cfg.min_freq, max_size=cfg.max_vocab)
 
 
-def build(cfg: ClassifierConfig, d: Data, vocab: data.Vocab, lanes: slice, say) -> Setup:
+def build(cfg: ClassifierConfig, d: Data, vocab: data.Vocab, lanes: slice, say: Callable[[str], None]) -> Setup:
     """The classifier, its loss, batches and evaluation, and the report of its run."""
     ids = data.encode(d.ds, vocab, text_column=cfg.text_column, max_length=cfg.max_length)["ids"]
     # Whether one movie (or other group) sits on both sides, also when the split ignores the groups.
@@ -105,7 +110,7 @@ def build(cfg: ClassifierConfig, d: Data, vocab: data.Vocab, lanes: slice, say) 
     if coverage is not None:
         say(f"GloVe 6B 50d covers {coverage:.1%} of the {len(vocab):,}-word vocabulary")
 
-    def report(result: train.FitResult, seconds: float, run_dir) -> dict:
+    def report(result: train.FitResult, seconds: float, run_dir: Path | None) -> dict[str, Any]:
         test = evaluate(result.params, test_batches)
         say("baselines: majority class and bag-of-words logistic regression on the same split")
         train_rows, test_rows = d.train_rows, d.test_rows
@@ -196,12 +201,12 @@ def _split(labels, groups, test_size: int, seed: int):
             total += sizes[g]
         in_test = np.isin(groups, list(chosen))
         return np.flatnonzero(~in_test), np.flatnonzero(in_test)
-    test = []
+    test: list[int] = []
     for label in np.unique(labels):
         rows = rng.permutation(np.flatnonzero(labels == label))
         test.extend(rows[: round(test_size * len(rows) / len(labels))])
-    test = np.sort(np.array(test))
-    return np.setdiff1d(np.arange(len(labels)), test), test
+    test_rows = np.sort(np.array(test))
+    return np.setdiff1d(np.arange(len(labels)), test_rows), test_rows
 
 
 def _check_classifier_splits(cfg: ClassifierConfig, labels, names, splits: dict) -> None:

@@ -12,6 +12,7 @@ rnnx params
 
 import argparse
 import sys
+from collections.abc import Sequence
 
 from rnnx.apps import config, scale
 from rnnx.apps.config import ClassifierConfig, ConfigError, LanguageModelConfig, add_config_flags, config_from_args
@@ -255,7 +256,7 @@ class RunFailed(RuntimeError):
     run directory in use); the message is one line and says what to do."""
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rnnx.training import NonFiniteError
     from rnnx.training.checkpoint import CheckpointError

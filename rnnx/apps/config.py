@@ -7,6 +7,8 @@ them back with :func:`config_from_args`.
 import argparse
 import dataclasses
 import math
+from collections.abc import Collection
+from typing import Any, TypeVar
 
 from rnnx.apps.data import SPECIALS
 from rnnx.core import CELLS
@@ -77,6 +79,9 @@ class LanguageModelConfig:
     run_dir: str = "runs/language_model"
 
 
+_Config = TypeVar("_Config", ClassifierConfig, LanguageModelConfig)
+
+
 def flag(name: str) -> str:
     """The command-line flag of a config field: ``batch_size`` -> ``--batch-size``."""
     return "--" + name.replace("_", "-")
@@ -101,19 +106,19 @@ _POSITIVE_INTEGERS = (
 )
 
 
-def positive_integer(name: str, value) -> None:
+def positive_integer(name: str, value: object) -> None:
     """Raise :class:`ConfigError` unless ``value`` is an integer >= 1; ``name`` is the flag shown."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, received {value!r}")
 
 
-def positive_number(name: str, value) -> None:
+def positive_number(name: str, value: object) -> None:
     """Raise :class:`ConfigError` unless ``value`` is a finite number > 0; ``name`` is the flag shown."""
     if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a positive finite number, received {value!r}")
 
 
-def validate(config) -> None:
+def validate(config: "ClassifierConfig | LanguageModelConfig") -> None:
     """Raise :class:`ConfigError` for a setting no run could use, before any data is read. The message
     names the setting by its flag (``--batch-size``), the values allowed and the value received."""
     if config.cell not in CELLS:
@@ -134,12 +139,12 @@ def validate(config) -> None:
         positive_integer("--ngram-orders", order)
     if getattr(config, "ngram_orders", (1,)) == ():
         raise ConfigError("--ngram-orders must name at least one order, received none")
-    if hasattr(config, "window") and config.eval_chars < config.window + 1:
+    if isinstance(config, LanguageModelConfig) and config.eval_chars < config.window + 1:
         raise ConfigError(
             f"--eval-chars must be at least --window {config.window} + 1 = {config.window + 1}, "
             f"received {config.eval_chars}"
         )
-    if getattr(config, "max_vocab", len(SPECIALS) + 1) <= len(SPECIALS):
+    if isinstance(config, ClassifierConfig) and config.max_vocab <= len(SPECIALS):
         raise ConfigError(
             f"--max-vocab must exceed the {len(SPECIALS)} special tokens {list(SPECIALS)}, received {config.max_vocab}"
         )
@@ -152,7 +157,7 @@ def validate(config) -> None:
         )
 
 
-def warnings(config) -> list[str]:
+def warnings(config: "ClassifierConfig | LanguageModelConfig") -> list[str]:
     """Settings that are legal but probably not meant: one line each, for the caller to show."""
     notes = []
     if config.clip_norm == 0:
@@ -160,7 +165,11 @@ def warnings(config) -> list[str]:
     return notes
 
 
-def add_config_flags(parser, config_class, skip=()) -> set:
+def add_config_flags(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    config_class: type[ClassifierConfig | LanguageModelConfig],
+    skip: Collection[str] = (),
+) -> set[str]:
     """One ``--flag`` per field of ``config_class`` not in ``skip``, typed from its default; returns the
     field names it added. Defaults stay None here, so that the task's own config default applies (the two
     tasks share flags such as --learning-rate with different defaults)."""
@@ -183,7 +192,7 @@ def add_config_flags(parser, config_class, skip=()) -> set:
     return added
 
 
-def config_from_args(args, config_class, **defaults):
+def config_from_args(args: argparse.Namespace, config_class: type[_Config], **defaults: Any) -> _Config:
     """``config_class`` from the flags given on the command line, else ``defaults``, else its own defaults."""
     names = {f.name for f in dataclasses.fields(config_class)}
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k in names and v is not None}

@@ -7,6 +7,9 @@
 import contextlib
 import math
 import sys
+from collections.abc import Iterator
+
+from rnnx.training.loop import OnLog
 
 
 def say(message: str) -> None:
@@ -15,7 +18,7 @@ def say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def progress_bar(total: int, *, enabled: bool = True, bits: bool = False):
+def progress_bar(total: int, *, enabled: bool = True, bits: bool = False) -> Iterator[OnLog]:
     """A tqdm bar over ``total`` steps; yields an ``on_log`` for :func:`rnnx.training.fit` that moves it to
     each record's step and shows the latest training loss, gradient norm and evaluation together, and
     prints fit's notes (resuming, a damaged checkpoint skipped) above it.

@@ -12,11 +12,17 @@ few bucket lengths, so a jitted step compiles once per bucket rather than once p
 import collections
 import importlib
 import json
+import os
 import re
+import types
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import datasets
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)
@@ -32,7 +38,7 @@ class MissingExtra(DataUnavailable, ImportError):
     """An optional dependency is not installed; the message names the ``pip install "rnnx[...]"`` that brings it."""
 
 
-def require_datasets(what: str):
+def require_datasets(what: str) -> types.ModuleType:
     """The ``datasets`` module, or :class:`MissingExtra` saying that ``what`` needs the ``data`` extra.
 
     Imported on first use rather than at the top of this module, because ``datasets`` is optional: the plain
@@ -66,14 +72,16 @@ class Vocab:
     (['<pad>', '<unk>', '<bos>', '<eos>', 'b'], [4, 1, 1])
     """
 
-    def __init__(self, tokens: Sequence[str], level: str = "word"):
+    def __init__(self, tokens: Sequence[str], level: str = "word") -> None:
         if list(tokens[: len(SPECIALS)]) != list(SPECIALS):
             raise ValueError(f"tokens must start with {list(SPECIALS)}, received {list(tokens[:4])}")
         self.tokens, self.level = list(tokens), level
         self.index = {t: i for i, t in enumerate(self.tokens)}
 
     @classmethod
-    def build(cls, texts: Iterable[str], *, level="word", min_freq: int = 1, max_size: int | None = None):
+    def build(
+        cls, texts: Iterable[str], *, level: str = "word", min_freq: int = 1, max_size: int | None = None
+    ) -> "Vocab":
         """Count tokens in ``texts`` (the training split only) and keep the most frequent.
 
         Ties break alphabetically, so the vocabulary does not depend on the order of ``texts``.
@@ -94,11 +102,11 @@ class Vocab:
         sep = "" if self.level == "char" else " "
         return sep.join(self.tokens[i] for i in ids if i >= len(SPECIALS) or self.tokens[i] == UNK)
 
-    def save(self, path) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         Path(path).write_text(json.dumps({"level": self.level, "tokens": self.tokens}))
 
     @classmethod
-    def load(cls, path) -> "Vocab":
+    def load(cls, path: str | os.PathLike[str]) -> "Vocab":
         data = json.loads(Path(path).read_text())
         return cls(data["tokens"], data["level"])
 
@@ -139,7 +147,11 @@ def _is_utf8(head: bytes, *, cut: bool) -> bool:
     return False
 
 
-def load(source: str, *, split: str | None = None, **kwargs):
+@overload
+def load(source: str, *, split: str, **kwargs: Any) -> "datasets.Dataset": ...
+@overload
+def load(source: str, *, split: None = None, **kwargs: Any) -> "datasets.DatasetDict": ...
+def load(source: str, *, split: str | None = None, **kwargs: Any) -> "datasets.Dataset | datasets.DatasetDict":
     """A ``datasets.DatasetDict`` (or ``Dataset`` with ``split``) from a Hub name or local files.
 
     ``source`` is a Hub dataset name such as ``"stanfordnlp/imdb"``, or a local csv/tsv/json/jsonl/parquet/
@@ -165,10 +177,17 @@ def load(source: str, *, split: str | None = None, **kwargs):
         ) from None
 
 
-def encode(dataset, vocab: Vocab, *, text_column="text", max_length: int | None = None, num_proc=None):
+def encode(
+    dataset: "datasets.Dataset",
+    vocab: Vocab,
+    *,
+    text_column: str = "text",
+    max_length: int | None = None,
+    num_proc: int | None = None,
+) -> "datasets.Dataset":
     """Add ``ids`` and ``length`` columns with a batched ``Dataset.map``, truncating to ``max_length``."""
 
-    def batch(rows):
+    def batch(rows: dict[str, list[Any]]) -> dict[str, list[Any]]:
         ids = [vocab.encode(t)[:max_length] for t in rows[text_column]]
         return {"ids": ids, "length": [len(i) for i in ids]}
 
@@ -184,8 +203,16 @@ def _bucket_length(length: int, buckets: Sequence[int]) -> int:
 
 
 def padded_batches(
-    ids, labels, *, batch_size: int, buckets=(16, 32, 64, 128), seed=None, epoch=0, drop_last=False, sort_within=None
-) -> list[dict]:
+    ids: Sequence[Sequence[int]],
+    labels: np.ndarray,
+    *,
+    batch_size: int,
+    buckets: Sequence[int] = (16, 32, 64, 128),
+    seed: int | None = None,
+    epoch: int = 0,
+    drop_last: bool = False,
+    sort_within: int | None = None,
+) -> list[dict[str, np.ndarray]]:
     """Pad token-id lists into fixed-size batches.
 
     Args:

@@ -15,6 +15,7 @@ Each run writes into ``run_dir``: ``vocab.json``, ``config.json``, ``metrics.jso
 
 import time
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 
@@ -30,6 +31,9 @@ from rnnx.apps.language_modelling import restore_language_model as restore_langu
 from rnnx.apps.task import optimizer
 from rnnx.core.deprecation import MESH_RENAME, renamed_argument
 from rnnx.training import distributed
+from rnnx.training.loop import OnLog
+
+_Config = TypeVar("_Config", ClassifierConfig, LanguageModelConfig)
 
 # The three private names above are imported for the tests that reach them here (tests/test_train.py,
 # tests/test_cli_scale.py, tests/test_install.py).
@@ -37,7 +41,7 @@ from rnnx.training import distributed
 _TASKS = {ClassifierConfig: classification.TASK, LanguageModelConfig: language_modelling.TASK}
 
 
-def _quiet(message: str) -> None:
+def _quiet(message: object) -> None:
     del message
 
 
@@ -45,9 +49,9 @@ def run(
     cfg: ClassifierConfig | LanguageModelConfig,
     *,
     data_mesh: jax.sharding.Mesh | None = None,
-    on_log: Callable | None = None,
+    on_log: OnLog | None = None,
     say: Callable[[str], None] = _quiet,
-) -> dict:
+) -> dict[str, Any]:
     """Run the experiment ``cfg`` describes, already validated (:func:`rnnx.apps.config.validate`); return
     its results (also written to ``run_dir/results.json``). A finished run's saved results are returned as
     they are.
@@ -95,10 +99,10 @@ def train_classifier(
     cfg: ClassifierConfig,
     *,
     data_mesh: jax.sharding.Mesh | None = None,
-    on_log: Callable | None = None,
+    on_log: OnLog | None = None,
     say: Callable[[str], None] = _quiet,
     mesh: jax.sharding.Mesh | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Validate ``cfg``, then train and evaluate a recurrent text classifier (the arguments as for
     :func:`run`; ``mesh`` is a deprecated alias of ``data_mesh``); return the metrics beside the
     majority-class and bag-of-words baselines."""
@@ -110,10 +114,10 @@ def train_language_model(
     cfg: LanguageModelConfig,
     *,
     data_mesh: jax.sharding.Mesh | None = None,
-    on_log: Callable | None = None,
+    on_log: OnLog | None = None,
     say: Callable[[str], None] = _quiet,
     mesh: jax.sharding.Mesh | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Validate ``cfg``, then train a character-level recurrent language model with truncated BPTT (the
     arguments as for :func:`run`; ``mesh`` is a deprecated alias of ``data_mesh``); return bits per
     character on held-out text beside a smoothed character n-gram model (its order chosen on the validation
@@ -122,7 +126,7 @@ def train_language_model(
     return run(_validated(cfg, LanguageModelConfig), data_mesh=data_mesh, on_log=on_log, say=say)
 
 
-def _validated(cfg, expected: type):
+def _validated(cfg: _Config, expected: type[_Config]) -> _Config:
     if not isinstance(cfg, expected):
         raise TypeError(f"cfg must be a {expected.__name__}, received {type(cfg).__name__}")
     validate(cfg)

@@ -5,14 +5,18 @@ steps and orbax's saves are collective, and the same work keeps them in step up 
 only its slice of each global batch; process 0 alone writes the run's files and says anything.
 """
 
+from typing import TypeVar
+
 import jax
 import numpy as np
 
 from rnnx.apps import data
 from rnnx.training import distributed
 
+_Tree = TypeVar("_Tree")
 
-def lanes(batch_size: int, data_mesh) -> slice:
+
+def lanes(batch_size: int, data_mesh: jax.sharding.Mesh | None) -> slice:
     """The rows of every global batch this process feeds: process ``p`` of the ``n`` whose devices make up
     ``data_mesh`` (grouped by process, in process order, as ``jax.devices()`` lists them) feeds rows
     ``[p * batch_size // n, (p + 1) * batch_size // n)``; all of them without a mesh."""
@@ -31,7 +35,7 @@ def process_windows(ids: np.ndarray, batch_size: int, window: int, lanes: slice)
     return data.stream_windows(part, batch_size=lanes.stop - lanes.start, window=window)
 
 
-def here(params):
+def here(params: _Tree) -> _Tree:
     """``params`` on one of this process's devices. ``fit`` hands evaluation params replicated over the mesh;
     evaluating this copy is the one-device computation, with the same metrics in every process, and needs
     no other process (which a computation on arrays spanning several processes would)."""

@@ -7,9 +7,10 @@ for ``rnnx generate``.
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -60,7 +61,7 @@ def vocabulary(cfg: LanguageModelConfig, texts: Texts) -> data.Vocab:
     return data.Vocab.build([texts.train], level="char")
 
 
-def build(cfg: LanguageModelConfig, texts: Texts, vocab: data.Vocab, lanes: slice, say) -> Setup:
+def build(cfg: LanguageModelConfig, texts: Texts, vocab: data.Vocab, lanes: slice, say: Callable[[str], None]) -> Setup:
     """The model, its stateful loss, this process's training windows, the evaluation and the report."""
     encode = lambda text: np.asarray(vocab.encode(text), np.int32)  # noqa: E731
     train_ids, val_ids, test_ids = encode(texts.train), encode(texts.validation), encode(texts.test)
@@ -79,7 +80,7 @@ def build(cfg: LanguageModelConfig, texts: Texts, vocab: data.Vocab, lanes: slic
 
     params = model.init(jax.random.key(cfg.seed))
 
-    def report(result: train.FitResult, seconds: float, directory: Path | None) -> dict:
+    def report(result: train.FitResult, seconds: float, directory: Path | None) -> dict[str, Any]:
         best = here(result.params)
         test_nll = float(nll_on_stream(best, _held_out_windows(test_ids, cfg.batch_size, cfg.window)))
         ngram_val, best_order, ngram_test = _ngram_baseline(cfg, texts, say)
@@ -172,22 +173,24 @@ def _language_model(cfg: LanguageModelConfig, vocab_size: int):
     return model, loss_fn
 
 
-def _ngram_baseline(cfg: LanguageModelConfig, texts: Texts, say):
+def _ngram_baseline(
+    cfg: LanguageModelConfig, texts: Texts, say: Callable[[str], None]
+) -> tuple[dict[int, float], int, float]:
     """``(validation bits/char by order, best order, its test bits/char)``: counted once at the highest order,
     with a note before each part, so that the half minute it takes is not silent."""
     orders = sorted(set(cfg.ngram_orders))
     say(f"baseline: Witten-Bell character n-gram, counting up to order {orders[-1]} on the training text")
     full = baselines.CharNGram(texts.train, orders[-1])
-    ngram_val = {}
+    ngram_val: dict[int, float] = {}
     for i, n in enumerate(orders, 1):
         say(f"baseline: order {n} on the validation text ({i}/{len(orders)})")
         ngram_val[n] = full.with_order(n).bits_per_char(texts.validation)
-    best = min(ngram_val, key=ngram_val.get)
+    best = min(ngram_val, key=ngram_val.__getitem__)
     say(f"baseline: order {best} (best on validation) on the test text")
     return ngram_val, best, full.with_order(best).bits_per_char(texts.test)
 
 
-def language_model_config(directory) -> LanguageModelConfig:
+def language_model_config(directory: str | os.PathLike[str]) -> LanguageModelConfig:
     """The :class:`LanguageModelConfig` saved in run directory ``directory``, or a :class:`ConfigError` saying
     what the directory holds instead (nothing, a classifier run, a damaged config). Reads no arrays."""
     directory = Path(directory)
@@ -207,18 +210,22 @@ def language_model_config(directory) -> LanguageModelConfig:
         )
     if not (directory / "vocab.json").exists():
         raise ConfigError(f"--run-dir {directory} is not a language-model run: {directory / 'vocab.json'} is missing")
-    return LanguageModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}
+    return LanguageModelConfig(**values)
 
 
-def restore_language_model(directory, say: Callable[[str], None] = lambda message: None):
+def restore_language_model(
+    directory: str | os.PathLike[str], say: Callable[[str], None] = lambda message: None
+) -> tuple[models.Model, models.ModelParams, data.Vocab]:
     """``(model, params, vocab)`` from a run directory written by a language-model run: the best evaluated
     params of its newest checkpoint that verifies (``say`` hears of any damaged one skipped)."""
     directory = Path(directory)
     cfg = language_model_config(directory)
+    no_checkpoint = f"--run-dir {directory} has no complete checkpoint under {directory / 'checkpoints'}"
     vocab = data.Vocab.load(directory / "vocab.json")
     model, loss_fn = _language_model(cfg, len(vocab))
     if run_dir.latest_step(directory / "checkpoints") is None:
-        raise ConfigError(f"--run-dir {directory} has no complete checkpoint under {directory / 'checkpoints'}")
+        raise ConfigError(no_checkpoint)
     # The state fit saved, as the `like` to restore into: its optimiser state's structure comes from the
     # train step of the run's own optimiser.
     params = model.init(jax.random.key(cfg.seed))
@@ -226,7 +233,10 @@ def restore_language_model(directory, say: Callable[[str], None] = lambda messag
     step = train.make_train_step(loss_fn, optimizer(cfg), clip_norm=cfg.clip_norm or None)
     like = train.initial_state(step, params, carry)
     with checkpoint.manager(directory / "checkpoints", read_only=True) as manager:
-        _, state, _ = checkpoint.restore_latest(manager, like, net=model.net, on_damaged=say)
+        found = checkpoint.restore_latest(manager, like, net=model.net, on_damaged=say)
+    if found is None:  # the step seen above went meanwhile
+        raise ConfigError(no_checkpoint)
+    _, state, _ = found
     return model, state.best_params, vocab
 
 

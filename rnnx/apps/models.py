@@ -5,7 +5,8 @@ recurrent equations stay in :mod:`rnnx.core.cells`, the sequence logic in :func:
 """
 
 import zlib
-from typing import NamedTuple
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,21 +14,28 @@ import numpy as np
 
 from rnnx.core.cells import LSTMCarry
 from rnnx.core.stack import Stack, dropout
+from rnnx.core.typing import Carry, Key
+
+ModelParams = dict[str, Any]
+"""``{"embed": (v, e), "rnn": stack params, "out_w": (o, c), "out_b": (c,)}``."""
 
 
 class Model(NamedTuple):
+    """A model: its stack, ``init(key) -> params`` and ``apply(params, tokens, ...)`` (whose arguments and
+    result are those of :func:`classifier` or :func:`language_model`)."""
+
     net: Stack
-    init: callable
-    apply: callable
+    init: Callable[[Key], ModelParams]
+    apply: Callable[..., Any]
 
 
-def _final_hidden(carry, net: Stack):
+def _final_hidden(carry: tuple[Carry, ...], net: Stack) -> jax.Array:
     """The last layer's final hidden state(s), forward then backward: ``(b, num_directions * h)``."""
     last = carry[-net.num_directions :]
     return jnp.concatenate([c.h if isinstance(c, LSTMCarry) else c for c in last], axis=-1)
 
 
-def _dense_init(key, fan_in, fan_out):
+def _dense_init(key: Key, fan_in: int, fan_out: int) -> dict[str, jax.Array]:
     return {"out_w": jax.random.normal(key, (fan_in, fan_out)) / jnp.sqrt(fan_in), "out_b": jnp.zeros(fan_out)}
 
 
@@ -39,7 +47,7 @@ def classifier(net: Stack, vocab_size: int, embed_dim: int, num_classes: int, *,
     to the embedded inputs and the final hidden state, and the stack's own dropout between its layers.
     """
 
-    def init(key):
+    def init(key: Key) -> ModelParams:
         k_embed, k_rnn, k_out = jax.random.split(key, 3)
         return {
             "embed": jax.random.normal(k_embed, (vocab_size, embed_dim)) * 0.1,
@@ -47,15 +55,15 @@ def classifier(net: Stack, vocab_size: int, embed_dim: int, num_classes: int, *,
             **_dense_init(k_out, net.output_size, num_classes),
         }
 
-    def apply(params, tokens, lengths, key=None):
-        k_in, k_rnn, k_out = (None,) * 3 if key is None else jax.random.split(key, 3)
+    def apply(params: ModelParams, tokens: jax.Array, lengths: jax.Array, key: Key | None = None) -> jax.Array:
+        keys = None if key is None else jax.random.split(key, 3)  # the embedded inputs, the stack, the output
         embedded = params["embed"][tokens]
-        if key is not None and dropout_rate > 0:
-            embedded = dropout(k_in, embedded, dropout_rate)
-        carry, _ = net.apply(params["rnn"], embedded, lengths=lengths, key=k_rnn)
+        if keys is not None and dropout_rate > 0:
+            embedded = dropout(keys[0], embedded, dropout_rate)
+        carry, _ = net.apply(params["rnn"], embedded, lengths=lengths, key=None if keys is None else keys[1])
         final = _final_hidden(carry, net)
-        if key is not None and dropout_rate > 0:
-            final = dropout(k_out, final, dropout_rate)
+        if keys is not None and dropout_rate > 0:
+            final = dropout(keys[2], final, dropout_rate)
         logits = final @ params["out_w"] + params["out_b"]
         return logits[:, 0] if num_classes == 1 else logits
 
@@ -73,7 +81,7 @@ def language_model(net: Stack, vocab_size: int, embed_dim: int, *, unroll: int =
     if net.bidirectional:
         raise ValueError("a language model predicts the next token, so net must not be bidirectional")
 
-    def init(key):
+    def init(key: Key) -> ModelParams:
         k_embed, k_rnn, k_out = jax.random.split(key, 3)
         return {
             "embed": jax.random.normal(k_embed, (vocab_size, embed_dim)) * 0.1,
@@ -81,14 +89,25 @@ def language_model(net: Stack, vocab_size: int, embed_dim: int, *, unroll: int =
             **_dense_init(k_out, net.output_size, vocab_size),
         }
 
-    def apply(params, tokens, carry=None, key=None):
-        carry, ys = net.apply(params["rnn"], params["embed"][tokens], initial_carry=carry, key=key, unroll=unroll)
-        return ys @ params["out_w"] + params["out_b"], carry
+    def apply(
+        params: ModelParams, tokens: jax.Array, carry: tuple[Carry, ...] | None = None, key: Key | None = None
+    ) -> tuple[jax.Array, tuple[Carry, ...]]:
+        final, ys = net.apply(params["rnn"], params["embed"][tokens], initial_carry=carry, key=key, unroll=unroll)
+        return ys @ params["out_w"] + params["out_b"], final
 
     return Model(net, init, apply)
 
 
-def sample(model: Model, params, prompt_ids, *, length: int, key, temperature: float = 1.0, exclude=()):
+def sample(
+    model: Model,
+    params: ModelParams,
+    prompt_ids: Iterable[int] | np.ndarray | jax.Array,
+    *,
+    length: int,
+    key: Key,
+    temperature: float = 1.0,
+    exclude: Iterable[int] = (),
+) -> list[int]:
     """Continue ``prompt_ids`` by ``length`` tokens drawn from ``softmax(logits / temperature)``.
 
     ``exclude``: token ids never drawn (e.g. the vocabulary's special tokens).
@@ -104,7 +123,9 @@ def sample(model: Model, params, prompt_ids, *, length: int, key, temperature: f
     logits, carry = model.apply(params, jnp.asarray(prompt_ids, jnp.int32)[None])
     banned = jnp.zeros(logits.shape[-1], bool).at[jnp.asarray(list(exclude), jnp.int32)].set(True)
 
-    def step(state, key):
+    def step(
+        state: tuple[jax.Array, tuple[Carry, ...]], key: Key
+    ) -> tuple[tuple[jax.Array, tuple[Carry, ...]], jax.Array]:
         logits, carry = state
         token = jax.random.categorical(key, jnp.where(banned, -jnp.inf, logits / temperature))
         logits, carry = model.apply(params, token[:, None], carry)

@@ -1,12 +1,14 @@
 """The loss curve of a language-model run: ``loss.png`` in its run directory, when matplotlib is installed."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rnnx.training import metrics
 
 
-def plot_losses(run_dir: Path, out: dict, say) -> str | None:
+def plot_losses(run_dir: Path, out: dict[str, Any], say: Callable[[str], None]) -> str | None:
     """``run_dir/loss.png``: training and validation bits/char by step beside the n-gram's test figure;
     returns its path, or None (with a note) when matplotlib is not installed."""
     try:

@@ -8,17 +8,23 @@ Rerunning a run's command resumes it from its newest checkpoint, and rerunning a
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rnnx import training as train
-from rnnx.apps.config import ConfigError
+from rnnx.apps.config import ClassifierConfig, ConfigError, LanguageModelConfig
+from rnnx.core import Stack
 from rnnx.training import checkpoint, distributed
+from rnnx.training.loop import OnLog
+
+Config = ClassifierConfig | LanguageModelConfig
 
 # Settings a rerun may change: they steer how the run goes on, not what it has computed so far.
 _FREE = {"patience", "run_dir", "checkpoint_every", "keep_checkpoints", "on_nonfinite"}
 
 
-def prepare(cfg) -> Path:
+def prepare(cfg: Config) -> Path:
     """``cfg.run_dir``, made, with ``cfg`` saved there as ``config.json``.
 
     A directory holding checkpoints resumes from them (``fit`` does that), so it must hold the same settings;
@@ -55,7 +61,7 @@ def _check_unchanged(run_dir: Path, saved: dict, settings: dict) -> None:
         )
 
 
-def finished(run_dir: Path, cfg, say) -> dict | None:
+def finished(run_dir: Path, cfg: Config, say: Callable[[str], None]) -> dict[str, Any] | None:
     """The saved results of a run in ``run_dir`` that already trained its ``cfg.steps`` (or stopped early),
     after saying so; None when there is training left to do."""
     path = run_dir / "results.json"
@@ -74,14 +80,14 @@ def finished(run_dir: Path, cfg, say) -> dict | None:
     return results
 
 
-def log_to(run_dir: Path, on_log):
+def log_to(run_dir: Path, on_log: OnLog | None) -> OnLog:
     """``fit``'s ``on_log``: each record appended to ``run_dir/metrics.jsonl``, then passed to ``on_log``.
     On resuming from step N, the log is first cut back to what that checkpoint holds (the records up to
     step N, less the evaluation of step N when it is done again), so no step appears twice."""
     path = run_dir / "metrics.jsonl"
     write = train.jsonl_log(path)
 
-    def log(record: dict):
+    def log(record: dict[str, Any]) -> Any:
         if record.get("event") in ("resume", "finished") and path.exists():
             step, again = record["step"], record["pending_evaluation"]
             kept = [line for line in path.read_text().splitlines() if line and _kept(json.loads(line), step, again)]
@@ -99,7 +105,7 @@ def _kept(record: dict, step: int, evaluated_again: bool) -> bool:
     return at is None or at < step or (at == step and ("loss" in record or ("eval" in record and not evaluated_again)))
 
 
-def checkpoints(run_dir: Path, cfg, net) -> train.Checkpoints:
+def checkpoints(run_dir: Path, cfg: Config, net: Stack) -> train.Checkpoints:
     """``fit``'s checkpoint hook for a run: ``run_dir/checkpoints``, as often and as many as ``cfg`` says."""
     return train.Checkpoints(
         run_dir / "checkpoints", every=cfg.checkpoint_every, max_to_keep=cfg.keep_checkpoints, net=net
@@ -114,7 +120,7 @@ def latest_step(directory: Path) -> int | None:
         return manager.latest_step()
 
 
-def write_results(run_dir: Path, results: dict) -> None:
+def write_results(run_dir: Path, results: dict[str, Any]) -> None:
     (run_dir / "results.json").write_text(json.dumps(results, indent=1))
 
 

@@ -2,14 +2,22 @@
 multi-process JAX job, each checked before JAX starts or before any data is read.
 """
 
+import argparse
 import os
+from typing import TYPE_CHECKING, Literal
 
 from rnnx.apps import config
 from rnnx.apps.config import ConfigError
 from rnnx.training import distributed
 
+if TYPE_CHECKING:
+    import jax
 
-def add_scale_flags(group) -> None:
+Devices = int | Literal["all"] | None
+"""``--devices`` read by :func:`device_flag`."""
+
+
+def add_scale_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--devices",
         default=None,
@@ -29,10 +37,12 @@ def add_scale_flags(group) -> None:
     group.add_argument("--process-id", type=int, default=None, help="this process's index, from 0")
 
 
-def device_flag(value: str | None) -> int | str | None:
+def device_flag(value: str | None) -> Devices:
     """``--devices`` read: a positive integer, ``"all"`` or None (not given), checked before JAX starts."""
-    if value is None or value == "all":
-        return value
+    if value is None:
+        return None
+    if value == "all":
+        return "all"
     try:
         number = int(value)
     except ValueError:
@@ -42,7 +52,7 @@ def device_flag(value: str | None) -> int | str | None:
     return number
 
 
-def join(args) -> None:
+def join(args: argparse.Namespace) -> None:
     """Join a multi-process job when asked (``--distributed``, one of its three settings as a flag or in the
     environment): the first thing ``rnnx train`` does with JAX, as ``jax.distributed`` requires."""
     settings = (args.coordinator_address, args.num_processes, args.process_id)
@@ -61,7 +71,7 @@ def join(args) -> None:
         raise ConfigError(f"{error}; rnnx train takes the three settings as {flags}") from None
 
 
-def device_count(devices: int | str | None, *, visible: int, processes: int, batch_size: int) -> int:
+def device_count(devices: Devices, *, visible: int, processes: int, batch_size: int) -> int:
     """The number of devices ``--devices`` asks for, checked against the ``visible`` devices (of all
     ``processes``) and ``--batch-size``, or a :class:`ConfigError` naming the flag and both numbers.
     Default: 1 in one process, all in several (each must feed the mesh).
@@ -69,7 +79,14 @@ def device_count(devices: int | str | None, *, visible: int, processes: int, bat
     >>> device_count("all", visible=8, processes=2, batch_size=64)
     8
     """
-    n = visible if devices == "all" or (devices is None and processes > 1) else devices or 1
+    if devices == "all" or (devices is None and processes > 1):
+        n = visible
+    elif isinstance(devices, int):
+        n = devices or 1
+    elif devices is None:
+        n = 1
+    else:
+        raise ConfigError(f"--devices must be a positive integer or 'all', received {devices!r}")
     if n > visible:
         where = f" (over {processes} processes)" if processes > 1 else ""
         raise ConfigError(f"--devices must be at most {visible}, the devices JAX sees{where}, received {n}")
@@ -91,7 +108,7 @@ def device_count(devices: int | str | None, *, visible: int, processes: int, bat
     return n
 
 
-def data_mesh(devices: int | str | None, batch_size: int):
+def data_mesh(devices: Devices, batch_size: int) -> "jax.sharding.Mesh | None":
     """The data-parallel mesh ``--devices`` asks for (None: one device): the first devices of each process,
     as many from each, grouped by process in process order."""
     import jax

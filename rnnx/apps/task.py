@@ -5,25 +5,32 @@ optimiser.
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import optax
 
 from rnnx import training as train
+from rnnx.apps.models import ModelParams
+from rnnx.core import Stack
+from rnnx.training.loop import EpochBatches
+from rnnx.training.step import LossFn
+
+if TYPE_CHECKING:
+    from rnnx.apps.config import ClassifierConfig, LanguageModelConfig
 
 
 class Setup(NamedTuple):
     """A task's model and everything :func:`rnnx.training.fit` takes from it, built once per run."""
 
-    net: Any  # the rnnx.Stack inside the params, recorded in the checkpoints
-    loss_fn: Callable
-    params: Any
-    batches: Callable  # epoch -> this process's batches
+    net: Stack  # the rnnx.Stack inside the params, recorded in the checkpoints
+    loss_fn: LossFn
+    params: ModelParams
+    batches: Callable[[int], EpochBatches]  # epoch -> this process's batches
     evaluation: train.Evaluation
     initial_carry: Any  # a stateful loss's carry at the start of each epoch; None for a stateless one
     # (fit's result, seconds of training, the run directory where the lead process writes extra files, else
     # None) -> the run's results
-    report: Callable[[train.FitResult, float, Path | None], dict]
+    report: Callable[[train.FitResult, float, Path | None], dict[str, Any]]
 
 
 class Task(NamedTuple):
@@ -34,7 +41,7 @@ class Task(NamedTuple):
     build: Callable[..., Setup]  # (cfg, data, vocab, lanes, say) -> Setup; lanes: this process's batch rows
 
 
-def optimizer(cfg) -> optax.GradientTransformation:
+def optimizer(cfg: "ClassifierConfig | LanguageModelConfig") -> optax.GradientTransformation:
     """Adam at the config's learning rate and schedule (clipping is added by the train step)."""
     return train.default_optimizer(train.learning_rate_schedule(cfg.schedule, cfg.learning_rate, cfg.steps))
 

@@ -1,6 +1,8 @@
 """Exact weight exchange with Keras 3 ``SimpleRNN``/``LSTM``/``GRU`` layers (alone or in ``Bidirectional``) and
 their weight arrays."""
 
+from typing import Any
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -62,7 +64,8 @@ def from_keras_weights(kind: str, weights, *, activation: str = "tanh", reset_af
         )
     h = weights[1].shape[0]
     use_bias = len(weights) == 3
-    form = {"SimpleRNN": {"activation": activation}, "GRU": {"reset_after": reset_after}}.get(kind, {})
+    forms: dict[str, dict[str, Any]] = {"SimpleRNN": {"activation": activation}, "GRU": {"reset_after": reset_after}}
+    form = forms.get(kind, {})
     cell = make_cell(_KERAS_KINDS[kind], h, use_bias=use_bias, **form)
     order = _KERAS_GRU if kind == "GRU" else tuple(range(cell.gates))
     params = {"w_ih": _blocks(weights[0], cell.gates, order), "w_hh": _blocks(weights[1], cell.gates, order)}

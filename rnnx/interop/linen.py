@@ -37,6 +37,7 @@ def to_linen(cell, params, *, optimized: bool = False):
     bias = params["b"] if cell.config["use_bias"] else jnp.zeros((cell.gates * h,), dtype)
     w_ih, w_hh, bias = (np.split(_np(a), cell.gates, axis=-1) for a in (params["w_ih"], params["w_hh"], bias))
     dense = lambda kernel, b=None: {"kernel": jnp.asarray(kernel)} | ({} if b is None else {"bias": jnp.asarray(b)})  # noqa: E731
+    linen_cell: nn.RNNCellBase
     if cell.name == "simple_rnn":
         activation = {"tanh": nn.tanh, "relu": nn.relu}[cell.config["activation"]]
         linen_cell = nn.SimpleCell(h, activation_fn=activation, param_dtype=dtype)

@@ -6,6 +6,8 @@ sum ``b = bias_ih + bias_hh``, except for the reset-after GRU's new-gate recurre
 sits inside ``r * (W_hn h + b_hn)`` and so cannot be folded.
 """
 
+from typing import Any
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -15,7 +17,7 @@ from rnnx.core.stack import Stack, stacked
 from rnnx.interop._common import _exportable, _no_reset_before, _np
 
 # torch's module.mode -> (rnnx.CELLS name, the factory arguments that give torch's function)
-_TORCH_MODES = {
+_TORCH_MODES: dict[str, tuple[str, dict[str, Any]]] = {
     "RNN_TANH": ("simple_rnn", {"activation": "tanh"}),
     "RNN_RELU": ("simple_rnn", {"activation": "relu"}),
     "LSTM": ("lstm", {}),

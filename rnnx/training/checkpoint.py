@@ -38,10 +38,11 @@ nested in dicts, ``flax.nnx`` modules and optimizers, saved as ``nnx.state(obj)`
 True
 """
 
+import os
 import pathlib
 import warnings
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from rnnx.training import orbax_quiet
 from rnnx.training.checkpoint_record import ITEMS as _ITEMS
@@ -58,8 +59,13 @@ from rnnx.training.run_lock import lock as lock
 if TYPE_CHECKING:
     import orbax.checkpoint as ocp  # imported where used: `import rnnx` stays quick
 
+_PathLike = str | os.PathLike[str]
+"""A checkpoint's or a run's directory."""
 
-def save(directory, state, *, net=None, force: bool = False) -> pathlib.Path:
+_T = TypeVar("_T")
+
+
+def save(directory: _PathLike, state: Any, *, net: object = None, force: bool = False) -> pathlib.Path:
     """Write ``state`` to ``directory`` atomically, with a checksum of every array; return its absolute path.
 
     Args:
@@ -77,7 +83,7 @@ def save(directory, state, *, net=None, force: bool = False) -> pathlib.Path:
     return path
 
 
-def restore(directory, like, *, net=None):
+def restore(directory: _PathLike, like: _T, *, net: object = None) -> _T:
     """Read a checkpoint written by :func:`save` into the structure of ``like``, verifying every array.
 
     Args:
@@ -104,7 +110,9 @@ def restore(directory, like, *, net=None):
         return _restore(lambda args: checkpointer.restore(path, args), path, like, net)[0]
 
 
-def manager(directory, *, max_to_keep: int | None = None, read_only: bool = False) -> "ocp.CheckpointManager":
+def manager(
+    directory: _PathLike, *, max_to_keep: int | None = None, read_only: bool = False
+) -> "ocp.CheckpointManager":
     """An ``orbax.checkpoint.CheckpointManager`` over ``directory/step_<n>``; use it in a ``with`` block.
 
     ``latest_step()`` is the newest complete step (None when there is none); interrupted saves are skipped.
@@ -129,7 +137,14 @@ def manager(directory, *, max_to_keep: int | None = None, read_only: bool = Fals
         return ocp.CheckpointManager(pathlib.Path(directory).absolute(), options=options, item_names=_ITEMS)
 
 
-def save_step(manager: "ocp.CheckpointManager", step: int, state, *, net=None, extra: dict | None = None) -> None:
+def save_step(
+    manager: "ocp.CheckpointManager",
+    step: int,
+    state: Any,
+    *,
+    net: object = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
     """Write ``state`` as step ``step`` of ``manager`` (see :func:`save` for ``state`` and ``net``).
 
     Args:
@@ -139,7 +154,7 @@ def save_step(manager: "ocp.CheckpointManager", step: int, state, *, net=None, e
     manager.save(step, args=_save_args(state, net, extra), force=True)
 
 
-def restore_step(manager: "ocp.CheckpointManager", step: int, like, *, net=None):
+def restore_step(manager: "ocp.CheckpointManager", step: int, like: _T, *, net: object = None) -> _T:
     """Read step ``step`` of ``manager`` into the structure of ``like``, verifying it (see :func:`restore`).
 
     Raises:
@@ -151,7 +166,7 @@ def restore_step(manager: "ocp.CheckpointManager", step: int, like, *, net=None)
     return _restore_step(manager, step, like, net)[0]
 
 
-def read_extra(manager: "ocp.CheckpointManager", step: int) -> dict:
+def read_extra(manager: "ocp.CheckpointManager", step: int) -> dict[str, Any]:
     """The ``extra`` dict that :func:`save_step` stored with step ``step`` ({} if none); reads only the JSON.
 
     Raises:
@@ -162,8 +177,8 @@ def read_extra(manager: "ocp.CheckpointManager", step: int) -> dict:
 
 
 def restore_latest(
-    manager: "ocp.CheckpointManager", like, *, net=None, on_damaged: Callable[[str], None] | None = None
-) -> "tuple[int, object, dict] | None":
+    manager: "ocp.CheckpointManager", like: _T, *, net: object = None, on_damaged: Callable[[str], None] | None = None
+) -> tuple[int, _T, dict[str, Any]] | None:
     """Restore the newest step of ``manager`` that reads and verifies, falling back past damaged ones.
 
     Args:
@@ -244,11 +259,11 @@ class _Step(NamedTuple):
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def _step_path(manager, step) -> pathlib.Path:
+def _step_path(manager: "ocp.CheckpointManager", step: int) -> pathlib.Path:
     return pathlib.Path(manager.directory) / f"step_{step}"
 
 
-def _restore_step(manager, step, like, net):
+def _restore_step(manager: "ocp.CheckpointManager", step: int, like: _T, net: object) -> tuple[_T, dict[str, Any]]:
     """``(like filled from step, its JSON record)``, after checking that the step is whole."""
     path = _step_path(manager, step)
     if not path.is_dir():

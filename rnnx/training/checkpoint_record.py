@@ -18,8 +18,9 @@ zstd block: incompressible arrays are stored raw).
 
 import hashlib
 import json
+import pathlib
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import jax
 import numpy as np
@@ -29,6 +30,9 @@ from rnnx.training import orbax_quiet
 
 if TYPE_CHECKING:
     import orbax.checkpoint as ocp  # imported where used: `import rnnx` stays quick
+
+_T = TypeVar("_T")
+_Read = Callable[[Any], Any]  # read(orbax composite args) -> the items read
 
 FORMAT = "rnnx-checkpoint/2"  # /2 added the checksums, the extra record and the commit-file check
 _FORMATS = ("rnnx-checkpoint/1", FORMAT)
@@ -44,7 +48,7 @@ class CheckpointError(RuntimeError):
     """
 
 
-def architecture(net) -> dict:
+def architecture(net: object) -> dict[str, Any]:
     """A JSON description of a :class:`rnnx.Stack` or an ``rnnx.nn`` module: what must match to restore.
 
     >>> import rnnx
@@ -89,7 +93,7 @@ def register_state_converter(converter: StateConverter) -> None:
         _CONVERTERS.append(converter)
 
 
-def save_args(state, net, extra) -> "ocp.args.Composite":
+def save_args(state: Any, net: object, extra: dict[str, Any] | None) -> "ocp.args.Composite":
     """orbax's arguments to write ``state`` and its record."""
     import orbax.checkpoint as ocp
 
@@ -110,7 +114,7 @@ def save_args(state, net, extra) -> "ocp.args.Composite":
     return ocp.args.Composite(state=ocp.args.StandardSave(arrays), rnnx=ocp.args.JsonSave(meta))
 
 
-def restore(read, path, like, net):
+def restore(read: _Read, path: pathlib.Path, like: _T, net: object) -> tuple[_T, dict[str, Any]]:
     """``(like filled from the checkpoint that read(composite args) reads, its record)``, verified."""
     import orbax.checkpoint as ocp
 
@@ -130,7 +134,7 @@ def restore(read, path, like, net):
     return _from_arrays(like, restored), meta  # after verifying: objects in `like` change only now
 
 
-def read_record(read, path) -> dict:
+def read_record(read: _Read, path: pathlib.Path) -> dict[str, Any]:
     """The ``rnnx`` JSON item, checked to be a whole record of a known format."""
     import orbax.checkpoint as ocp
 
@@ -146,7 +150,7 @@ def read_record(read, path) -> dict:
     return meta
 
 
-def damaged(path, reason) -> CheckpointError:
+def damaged(path: pathlib.Path, reason: str) -> CheckpointError:
     return CheckpointError(f"checkpoint {path} is damaged ({reason})")
 
 

@@ -8,8 +8,8 @@ The loss function's signature is described in :mod:`rnnx.training.step`.
 
 import contextlib
 import pathlib
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import jax
 import optax
@@ -17,25 +17,28 @@ import optax
 from rnnx.core.deprecation import MESH_RENAME, renamed_argument
 from rnnx.training import checkpoint, distributed
 from rnnx.training.hooks import NONFINITE_POLICIES, Checkpoints, Evaluation, FitResult
-from rnnx.training.loop import FitState, Loop, emit, initial_state
+from rnnx.training.loop import Batches, FitState, Loop, OnLog, emit, initial_state
 from rnnx.training.placement import Placement
-from rnnx.training.step import default_optimizer, make_train_step
+from rnnx.training.step import LossFn, default_optimizer, make_train_step
+
+if TYPE_CHECKING:
+    import orbax.checkpoint as ocp
 
 
 def fit(
-    loss_fn: Callable,
-    params,
-    batches: Callable[[int], Sequence] | Iterable,
+    loss_fn: LossFn,
+    params: Any,
+    batches: Batches,
     *,
     steps: int,
     optimizer: optax.GradientTransformation | None = None,
     clip_norm: float | None = 1.0,
     seed: int = 0,
-    initial_carry=None,
+    initial_carry: Any = None,
     evaluation: Evaluation | None = None,
     checkpoints: Checkpoints | None = None,
     log_every: int = 20,
-    on_log: Callable[[dict], Any] | None = None,
+    on_log: OnLog | None = None,
     on_nonfinite: str = "raise",
     data_mesh: jax.sharding.Mesh | None = None,
     mesh: jax.sharding.Mesh | None = None,
@@ -136,7 +139,7 @@ def fit(
         checkpoint.manager(directory) as manager,
     ):
         found = checkpoint.restore_latest(manager, state, net=checkpoints.net, on_damaged=loop.warn("damaged"))
-        extra = {}
+        extra: dict[str, Any] = {}
         if found is not None:
             step, state, extra = found
             _set_aside_damaged(manager, step, lead, loop.warn("damaged"))
@@ -161,7 +164,7 @@ def fit(
         return loop(state, extra, save=save, save_every=checkpoints.every)
 
 
-def _set_aside_damaged(manager, step: int, lead: bool, note: Callable[[str], None]) -> None:
+def _set_aside_damaged(manager: "ocp.CheckpointManager", step: int, lead: bool, note: Callable[[str], None]) -> None:
     """Rename the checkpoints newer than ``step`` (damaged ones that were passed over) to ``damaged.step_<n>``,
     which orbax does not take for a step: the run writes those steps anew, and the damaged data is kept for
     a look."""
@@ -180,7 +183,7 @@ def _set_aside_damaged(manager, step: int, lead: bool, note: Callable[[str], Non
         manager.reload()
 
 
-def _pending(extra: dict) -> dict:
+def _pending(extra: dict[str, Any]) -> dict[str, bool]:
     return {"pending_evaluation": bool(extra.get("pending_evaluation"))}
 
 

@@ -4,8 +4,12 @@ and checkpoint hooks, its result, its error for non-finite values, and a writer 
 
 import dataclasses
 import json
-from collections.abc import Callable
+import os
+import pathlib
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
+
+import jax
 
 NONFINITE_POLICIES = ("raise", "skip_update")
 MAX_CONSECUTIVE_SKIPS = 25  # with on_nonfinite="skip_update": a run that cannot take a finite step stops
@@ -16,7 +20,7 @@ class Evaluation(NamedTuple):
     steps and at the end; the best params by ``monitor`` (``mode`` ``"min"`` or ``"max"``) are kept, and
     training stops after ``patience`` evaluations without improvement (None: never)."""
 
-    evaluate: Callable[[Any], dict]
+    evaluate: Callable[[Any], Mapping[str, float | jax.Array]]
     every: int = 200
     monitor: str = "loss"
     mode: str = "min"
@@ -29,10 +33,10 @@ class Checkpoints(NamedTuple):
     one taken at the best evaluation (None: all); ``net``, the :class:`rnnx.Stack` inside the params, is
     recorded and checked on resume."""
 
-    directory: Any
+    directory: str | os.PathLike[str]
     every: int | None = 500
     max_to_keep: int | None = 3
-    net: Any = None
+    net: object = None  # an rnnx.Stack or an rnnx.nn module
 
 
 class NonFiniteError(FloatingPointError):
@@ -40,7 +44,9 @@ class NonFiniteError(FloatingPointError):
     quantity, the last good checkpoint and a hint. Attributes: ``step``, ``quantity``, ``value`` and
     ``checkpoint`` (the path of the last good checkpoint, or None)."""
 
-    def __init__(self, message: str, *, step: int, quantity: str, value: float, checkpoint):
+    def __init__(
+        self, message: str, *, step: int, quantity: str, value: float, checkpoint: pathlib.Path | None
+    ) -> None:
         super().__init__(message)
         self.step, self.quantity, self.value, self.checkpoint = step, quantity, value, checkpoint
 
@@ -51,15 +57,15 @@ class FitResult:
     last_params: Any
     opt_state: Any
     step: int
-    history: list  # one dict per evaluation, of the whole run (a resumed run's too)
+    history: list[dict[str, Any]]  # one dict per evaluation, of the whole run (a resumed run's too)
     stopped_early: bool  # by patience or by on_log
     skipped: int = 0  # updates dropped for a non-finite loss or gradient (on_nonfinite="skip_update")
 
 
-def jsonl_log(path) -> Callable[[dict], None]:
+def jsonl_log(path: str | os.PathLike[str]) -> Callable[[dict[str, Any]], None]:
     """An ``on_log`` for :func:`rnnx.training.fit` that appends each record to ``path`` as one line of JSON."""
 
-    def write(record: dict) -> None:
+    def write(record: dict[str, Any]) -> None:
         with open(path, "a") as log:
             log.write(json.dumps(record) + "\n")
 

@@ -13,8 +13,8 @@ import math
 import pathlib
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +22,9 @@ import numpy as np
 
 from rnnx.training.hooks import MAX_CONSECUTIVE_SKIPS, Evaluation, FitResult, NonFiniteError
 from rnnx.training.step import TrainState, TrainStep, all_finite
+
+if TYPE_CHECKING:
+    from rnnx.training.placement import Placement
 
 
 class FitState(NamedTuple):
@@ -33,7 +36,26 @@ class FitState(NamedTuple):
     bad_evals: jax.Array  # () int32: evaluations since the best one
 
 
-def initial_state(train_step: TrainStep, params, initial_carry=None) -> FitState:
+Metrics = dict[str, jax.Array]
+"""One train step's metrics, as :func:`rnnx.training.make_train_step`'s ``update`` returns them."""
+
+Record = dict[str, Any]
+"""One record for ``on_log``: JSON-like values."""
+
+OnLog = Callable[[Record], Any]
+"""``on_log(record)``: a true return value from a training record stops training."""
+
+EpochBatches = Sequence[Any] | np.ndarray
+"""One epoch's batches: a list, or an array whose leading axis counts them."""
+
+Batches = Callable[[int], EpochBatches] | Iterable[Any]
+"""``epoch -> sequence of batches``, or an iterable of batches."""
+
+Save = Callable[..., pathlib.Path]
+"""``save(state, extra, replace=False) -> path of the checkpoint written``."""
+
+
+def initial_state(train_step: TrainStep, params: Any, initial_carry: Any = None) -> FitState:
     """The state :func:`rnnx.training.fit` starts from; also the ``like`` for restoring one of its checkpoints."""
     return FitState(train_step.init(params, initial_carry), params, jnp.full((), jnp.inf), jnp.zeros((), jnp.int32))
 
@@ -43,16 +65,16 @@ class Loop:
     """The loop of :func:`rnnx.training.fit` (see the module docstring); calling it runs the steps."""
 
     train_step: TrainStep
-    batches: Any
-    place: Any  # a rnnx.training.placement.Placement, or None off a mesh
+    batches: Batches
+    place: "Placement | None"  # None off a mesh
     steps: int
     seed: int
     initial_carry: Any
     evaluation: Evaluation | None
     log_every: int
-    on_log: Callable | None
+    on_log: OnLog | None
     on_nonfinite: str
-    history: list = dataclasses.field(default_factory=list)
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     best_step: int | None = None
     skipped: int = 0
     consecutive: int = 0  # non-finite steps in a row
@@ -61,11 +83,23 @@ class Loop:
 
     def warn(self, event: str) -> Callable[[str], None]:
         """A callback for a note that must not pass unseen: a record with ``on_log``, else a warning."""
-        if self.on_log is None:
+        on_log = self.on_log
+        if on_log is None:
             return lambda message: warnings.warn(message, stacklevel=4)
-        return lambda message: emit(self.on_log, {"step": None, "event": event, "message": message})
 
-    def __call__(self, state: FitState, extra: dict | None = None, *, save=None, save_every=None) -> FitResult:
+        def note(message: str) -> None:
+            emit(on_log, {"step": None, "event": event, "message": message})
+
+        return note
+
+    def __call__(
+        self,
+        state: FitState,
+        extra: dict[str, Any] | None = None,
+        *,
+        save: Save | None = None,
+        save_every: int | None = None,
+    ) -> FitResult:
         extra = extra or {}
         self.history = list(extra.get("history", []))
         self.best_step, self.skipped = extra.get("best_step"), extra.get("skipped", 0)
@@ -75,7 +109,9 @@ class Loop:
             stop = stop or patience_over
         base_key, stream = jax.random.key(self.seed), _batches(self.batches, step)
         item = next(stream, None) if step < self.steps and not stop else None
-        pending, flags = [], []  # (step, metrics) since the last record; the finite flags read of them so far
+        # (step, metrics) since the last record; the finite flags read of them so far
+        pending: list[tuple[int, Metrics]] = []
+        flags: list[bool] = []
         while item is not None:
             epoch, index, batch = item
             train = state.train
@@ -111,7 +147,7 @@ class Loop:
         best = state.best_params if self.evaluation is not None else state.train.params
         return FitResult(best, state.train.params, state.train.opt_state, step, self.history, stop, self.skipped)
 
-    def extra(self, pending_evaluation: bool, stopped: bool) -> dict:
+    def extra(self, pending_evaluation: bool, stopped: bool) -> dict[str, Any]:
         """What a checkpoint records beside the arrays, for an exact resume."""
         return {
             "history": self.history,
@@ -121,7 +157,7 @@ class Loop:
             "skipped": self.skipped,
         }
 
-    def check(self, pending: list, flags: list) -> None:
+    def check(self, pending: list[tuple[int, Metrics]], flags: list[bool]) -> None:
         """Read the finite flags of the steps of ``pending`` past ``flags`` (appended to it), count the
         dropped updates and raise as the policy says."""
         if len(flags) == len(pending):
@@ -134,7 +170,7 @@ class Loop:
                 raise self.nonfinite_step(step, metrics)
         flags.extend(bool(f) for f in new)
 
-    def nonfinite_step(self, step: int, metrics: dict) -> NonFiniteError:
+    def nonfinite_step(self, step: int, metrics: Metrics) -> NonFiniteError:
         loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
         in_a_row = f" ({self.consecutive} updates in a row)" if self.on_nonfinite == "skip_update" else ""
         if math.isfinite(loss) and math.isfinite(grad_norm):  # then the optimiser made the update non-finite
@@ -159,7 +195,7 @@ class Loop:
             return f"The last good checkpoint is {self.saved}"
         return "No checkpoint was written yet" if self.checkpointing else "Checkpoints are off: nothing was saved"
 
-    def mean(self, pending: list, flags: list) -> dict:
+    def mean(self, pending: list[tuple[int, Metrics]], flags: list[bool]) -> dict[str, float]:
         """The mean of each metric over the steps with a finite loss and gradient (``flags``, read by
         :meth:`check`)."""
         kept = [m for (_, m), ok in zip(pending, flags) if ok]
@@ -167,18 +203,20 @@ class Loop:
         means = {k: float(jnp.mean(jnp.stack([m[k] for m in kept]))) if kept else math.nan for k in names}
         return means | ({"skipped": flags.count(False)} if self.on_nonfinite == "skip_update" else {})
 
-    def evaluate(self, state: FitState, step: int):
+    def evaluate(self, state: FitState, step: int) -> tuple[FitState, bool]:
         """Evaluate, keep the best params; returns ``(state, whether patience ran out)``."""
         evaluation = self.evaluation
+        if evaluation is None:
+            raise ValueError("Loop.evaluate needs an evaluation hook")
         result = {k: float(v) for k, v in evaluation.evaluate(state.train.params).items()}
         self.history.append({"step": step, **result})
         patience_over = emit(self.on_log, {"step": step, "eval": result})
         value = (1.0 if evaluation.mode == "min" else -1.0) * result[evaluation.monitor]
         if not math.isfinite(value):
-            best = "no evaluation was finite" if self.best_step is None else f"the best was at step {self.best_step}"
+            so_far = "no evaluation was finite" if self.best_step is None else f"the best was at step {self.best_step}"
             raise NonFiniteError(
                 f"evaluation at step {step} gave {evaluation.monitor} = {result[evaluation.monitor]}: the model "
-                f"diverged ({best}). {self.where()}. Hint: lower the learning rate",
+                f"diverged ({so_far}). {self.where()}. Hint: lower the learning rate",
                 step=step,
                 quantity=evaluation.monitor,
                 value=result[evaluation.monitor],
@@ -195,7 +233,7 @@ class Loop:
         return state, patience_over or (evaluation.patience is not None and int(state.bad_evals) >= evaluation.patience)
 
 
-def _batches(batches, start: int) -> Iterator[tuple]:
+def _batches(batches: Batches, start: int) -> Iterator[tuple[int | None, int | None, Any]]:
     """``(epoch, index in the epoch, batch)`` from step ``start`` on; epoch and index are None for an iterable."""
     if not callable(batches):
         yield from ((None, None, batch) for batch in itertools.islice(batches, start, None))
@@ -225,7 +263,7 @@ def _checked_finite(state: FitState, step: int) -> FitState:
     return state
 
 
-def emit(on_log, record: dict) -> bool:
+def emit(on_log: OnLog | None, record: Record) -> bool:
     return bool(on_log is not None and on_log({"time": round(time.time(), 3), **record}))
 
 

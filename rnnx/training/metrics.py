@@ -2,10 +2,11 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 
 
-def accuracy(logits, labels, weights=None):
+def accuracy(logits: jax.Array, labels: jax.Array, weights: jax.Array | None = None) -> jax.Array:
     """Fraction correct: ``argmax`` for ``logits (b, c)``, ``logit > 0`` for binary ``logits (b,)``."""
     predicted = (logits > 0).astype(labels.dtype) if logits.ndim == labels.ndim else jnp.argmax(logits, -1)
     correct = (predicted == labels).astype(jnp.float32)

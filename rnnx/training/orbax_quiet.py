@@ -22,10 +22,11 @@ import time
 import types
 import warnings
 import weakref
+from collections.abc import Iterator
 
 
 @contextlib.contextmanager
-def hidden():
+def hidden() -> Iterator[None]:
     """Hide what orbax's abandoned reads print (see the module docstring). The hook and warning filter are
     process-wide for the duration of the block, the logging filter from then on; other output passes."""
     previous = sys.unraisablehook
@@ -55,7 +56,7 @@ def settle_abandoned_reads(timeout_s: float = 2.0) -> None:
 
 
 @contextlib.contextmanager
-def read_only_quiet(read_only: bool):
+def read_only_quiet(read_only: bool) -> Iterator[None]:
     """Inside the block, absl drops orbax's warning that a ``read_only`` manager's directory is read only."""
     absl = logging.getLogger("absl")
     level = absl.level

@@ -6,6 +6,8 @@ assembled with ``jax.make_array_from_process_local_data``; on one process's devi
 with ``jax.device_put``.
 """
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +20,7 @@ DATA_AXIS = "data"
 class Placement:
     """Where :func:`rnnx.training.fit` puts things on a data-parallel ``data_mesh``."""
 
-    def __init__(self, mesh: jax.sharding.Mesh):
+    def __init__(self, mesh: jax.sharding.Mesh) -> None:
         if DATA_AXIS not in mesh.axis_names:
             raise ValueError(
                 f"data_mesh must have an axis named {DATA_AXIS!r}, received axes {tuple(mesh.axis_names)} (the batch "
@@ -29,7 +31,7 @@ class Placement:
         self.split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
         self.copy = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
 
-    def batch(self, tree, name: str = "batch"):
+    def batch(self, tree: Any, name: str = "batch") -> Any:
         """``tree`` split along its leading (batch) axis, after checking that it divides over the devices."""
         for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
             size = jnp.shape(leaf)[0] if jnp.ndim(leaf) else None
@@ -46,7 +48,7 @@ class Placement:
             return jax.device_put(tree, self.split)
         return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.split, np.asarray(x)), tree)
 
-    def replicated(self, tree):
+    def replicated(self, tree: Any) -> Any:
         if self.processes == 1:
             return jax.device_put(tree, self.copy)
         # every process holds the same values (same seed); each puts them on its own devices of the mesh

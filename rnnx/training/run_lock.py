@@ -21,7 +21,7 @@ import os
 import pathlib
 import socket
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import filelock
 
@@ -32,7 +32,9 @@ OS_LOCK_FILE = "rnnx.lock.os"
 
 
 @contextlib.contextmanager
-def lock(directory, *, on_stale: Callable[[str], None] | None = None, enabled: bool = True):
+def lock(
+    directory: str | os.PathLike[str], *, on_stale: Callable[[str], None] | None = None, enabled: bool = True
+) -> Iterator[pathlib.Path | None]:
     """Hold the run lock of ``directory`` for the ``with`` block, so that one process at a time writes there.
 
     Both files are removed on exit (the record only if it is still this process's).

@@ -13,10 +13,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rnnx.core.typing import Key
+
 SCHEDULES = ("constant", "cosine")
 
+LossFn = Callable[..., tuple[jax.Array, Any]]
+"""``loss_fn(params, batch, key) -> (loss, metrics)``, or the stateful ``loss_fn(params, batch, key, carry) ->
+(loss, (metrics, carry))`` (see the module docstring)."""
 
-def learning_rate_schedule(name: str, learning_rate: float, steps: int):
+
+def learning_rate_schedule(name: str, learning_rate: float, steps: int) -> float | optax.Schedule:
     """``learning_rate`` itself (``"constant"``) or an ``optax`` cosine decay from it to 0 over ``steps``."""
     if name not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, received {name!r}")
@@ -48,11 +54,11 @@ class TrainStep(NamedTuple):
     metrics)``, both built by :func:`make_train_step` around one clipped optimiser."""
 
     init: Callable[..., TrainState]
-    update: Callable[..., tuple[TrainState, dict]]
+    update: Callable[[TrainState, Any, Key], tuple[TrainState, dict[str, jax.Array]]]
 
 
 def make_train_step(
-    loss_fn: Callable, optimizer: optax.GradientTransformation, *, clip_norm: float | None = 1.0
+    loss_fn: LossFn, optimizer: optax.GradientTransformation, *, clip_norm: float | None = 1.0
 ) -> TrainStep:
     """The train step for ``loss_fn`` with ``optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)``.
 
@@ -71,11 +77,11 @@ def make_train_step(
     """
     tx = optimizer if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
 
-    def init(params, carry=None) -> TrainState:
+    def init(params: Any, carry: Any = None) -> TrainState:
         return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), carry)
 
     @jax.jit
-    def update(state: TrainState, batch, key):
+    def update(state: TrainState, batch: Any, key: Key) -> tuple[TrainState, dict[str, jax.Array]]:
         stateful = state.carry is not None  # the pytree structure, so known when tracing
         args = (batch, key, state.carry) if stateful else (batch, key)
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, *args)
@@ -97,7 +103,7 @@ def make_train_step(
     return TrainStep(init, update)
 
 
-def all_finite(tree) -> jax.Array:
+def all_finite(tree: Any) -> jax.Array:
     """() bool: whether every element of every array in ``tree`` is finite."""
     return jax.tree.reduce(jnp.logical_and, jax.tree.map(lambda x: jnp.isfinite(x).all(), tree), jnp.array(True))
 

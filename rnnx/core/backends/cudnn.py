@@ -345,9 +345,9 @@ def _check_zero_bias(b_ih, b_hh, index) -> None:
 
 def _check_carry(carry, default, hint: str):
     if not isinstance(carry, (list, tuple)) or len(carry) != len(default):
-        got = len(carry) if isinstance(carry, (list, tuple)) else type(carry).__name__
+        received = len(carry) if isinstance(carry, (list, tuple)) else type(carry).__name__
         raise ValueError(f"initial_carry must be a tuple of {len(default)} LSTMCarry (layers x directions), "
-                         f"received {got}")  # fmt: skip
+                         f"received {received}")  # fmt: skip
     want = [(tuple(c.h.shape), tuple(c.c.shape)) for c in default]
     got = [(tuple(jnp.shape(c[0])), tuple(jnp.shape(c[1]))) for c in carry]
     if want != got:
