@@ -183,6 +183,19 @@ def output(carry: Carry) -> Hidden:
     return carry.h if isinstance(carry, LSTMCarry) else carry
 
 
+def as_step(update: Callable, params: Params, rec: Recurrent) -> Callable[[Carry, list], tuple[Carry, Hidden]]:
+    """``(carry, x) -> (carry, y)`` from a classic cell's ``update`` with this ``rec``: ``y`` is the new ``h``.
+
+    ``cell.step`` and the fused kernels (:mod:`rnnx.core.backends.pallas`) build their steps with it.
+    """
+
+    def step(carry, x):
+        new = update(params, carry, x, rec)
+        return new, output(new)
+
+    return step
+
+
 def count_params(params) -> int:
     """Number of scalars in a params pytree.
 
@@ -274,8 +287,7 @@ def _make_cell(
 
     def step(params, carry, xp):
         p = compute(params)
-        new = update(p, carry, jnp.split(xp, gates, axis=-1), recurrent(p["w_hh"], gates))
-        return new, output(new)
+        return as_step(update, p, recurrent(p["w_hh"], gates))(carry, jnp.split(xp, gates, axis=-1))
 
     return Cell(
         name=name,
@@ -500,4 +512,15 @@ def gru(
     )
 
 
-__all__ = ["Cell", "LSTMCarry", "count_params", "gru", "lstm", "output", "recurrent", "simple_rnn", "torch_init"]
+__all__ = [
+    "Cell",
+    "LSTMCarry",
+    "as_step",
+    "count_params",
+    "gru",
+    "lstm",
+    "output",
+    "recurrent",
+    "simple_rnn",
+    "torch_init",
+]

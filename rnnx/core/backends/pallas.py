@@ -42,6 +42,7 @@ never picks them there.
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -50,7 +51,7 @@ from jax.experimental import pallas as pl
 
 from rnnx.core.backends.call import Call, Options, platform_of
 from rnnx.core.backends.scan import masked_step
-from rnnx.core.cells import Cell, output, recurrent
+from rnnx.core.cells import Cell, as_step, recurrent
 from rnnx.core.typing import Params
 
 pallas_triton: Any
@@ -133,7 +134,7 @@ def run(cell: Cell, params: Params, x_tm, carry, valid, reset, fresh, *, reverse
     reset = jnp.zeros((steps, n), bool) if reset is None else reset
     valid, reset = (pad(a.astype(jnp.int32), (steps, rows)) for a in (valid, reset))
     state = [pad(a, (rows, hp)) for a in leaves]
-    fresh = [pad(a, (rows, hp)) for a in jax.tree.leaves(fresh)] if jax.tree.leaves(fresh) else state
+    fresh = state if fresh is None else [pad(a, (rows, hp)) for a in jax.tree.leaves(fresh)]  # no reset: unused
     interpret = platform_of(x_tm) not in _GPU if tuning.interpret is None else tuning.interpret
     config = _Config(cell, tree, tuple(extras), reverse, tuning, interpret)
     last, ys = _fused(config, w, extras, xp, state, fresh, valid, reset)
@@ -151,6 +152,13 @@ class _Config:
     tuning: Tuning
     interpret: bool
 
+    @property
+    def update(self) -> Callable:
+        """The cell's ``update`` (``unsupported`` refuses cells without one before a kernel is built)."""
+        if self.cell.update is None:
+            raise ValueError(f"the fused kernels need a classic cell with update equations, received {self.cell.name}")
+        return self.cell.update
+
     def step(self, extras: dict, weights: list):
         """``(carry, x) -> (carry, y)``: the cell's update with ``rec`` over the loaded gate blocks."""
         precision = _matmul_precision()
@@ -159,11 +167,7 @@ class _Config:
             dot = functools.partial(jnp.dot, precision=precision, preferred_element_type=jnp.float32)
             return [dot(v, weights[j]).astype(v.dtype) for j in wanted]
 
-        def step(carry, x):
-            new = self.cell.update(extras, carry, x, rec)
-            return new, output(new)
-
-        return step
+        return as_step(self.update, extras, rec)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -184,9 +188,10 @@ def _fused_bwd(config, residuals, cotangents):
     g, tree = config.cell.gates, config.tree
 
     def all_steps(w, extras, xp, fresh):  # every step at once, from the stored carries: large matmuls
-        step = _whole_step(config, extras, w)
+        step = as_step(config.update, extras, recurrent(w, g))
         x = jnp.split(xp, g, axis=-1)
-        return masked_step(step, jax.tree.unflatten(tree, entering), x, valid != 0, reset != 0, _tree(tree, fresh))
+        carry, fresh = jax.tree.unflatten(tree, entering), jax.tree.unflatten(tree, fresh)
+        return masked_step(step, carry, x, valid != 0, reset != 0, fresh)
 
     _, vjp = jax.vjp(all_steps, w, extras, xp, fresh)
     dw, dextras, dxp, dfresh = vjp((jax.tree.unflatten(tree, d_leaving), d_ys))
@@ -194,18 +199,6 @@ def _fused_bwd(config, residuals, cotangents):
 
 
 _fused.defvjp(_fused_fwd, _fused_bwd)
-
-
-def _whole_step(config, extras, w):
-    def step(carry, x):
-        new = config.cell.update(extras, carry, x, recurrent(w, config.cell.gates))
-        return new, output(new)
-
-    return step
-
-
-def _tree(tree, leaves):
-    return jax.tree.unflatten(tree, leaves)
 
 
 def _forward(config, w, extras, xp, carry, fresh, valid, reset, *, store):
@@ -226,7 +219,7 @@ def _forward_kernel(config, store, *refs):
     ys_ref, last_refs, entering_refs = next(refs), _take(refs, k), _take(refs, k if store else 0)
     rows, hp, steps = _rows(config), w_ref.shape[0], xp_ref.shape[0]
     extras = {name: ref[...] for name, ref in zip(config.extras, extra_refs)}
-    fresh = _tree(config.tree, [ref[rows, :] for ref in fresh_refs])
+    fresh = jax.tree.unflatten(config.tree, [ref[rows, :] for ref in fresh_refs])
 
     def body(s, carry):
         t = steps - 1 - s if config.reverse else s
@@ -239,7 +232,7 @@ def _forward_kernel(config, store, *refs):
         ys_ref[t, rows, :] = y
         return carry
 
-    carry = jax.lax.fori_loop(0, steps, body, _tree(config.tree, [ref[rows, :] for ref in carry_refs]))
+    carry = jax.lax.fori_loop(0, steps, body, jax.tree.unflatten(config.tree, [ref[rows, :] for ref in carry_refs]))
     for ref, leaf in zip(last_refs, jax.tree.leaves(carry)):
         ref[rows, :] = leaf
 
@@ -266,7 +259,7 @@ def _backward_kernel(config, *refs):
     d_leaving_refs, d_carry_refs = _take(refs, k), _take(refs, k)
     rows, hp, steps = _rows(config), w_ref.shape[0], xp_ref.shape[0]
     extras = {name: ref[...] for name, ref in zip(config.extras, extra_refs)}
-    fresh = _tree(config.tree, [ref[rows, :] for ref in fresh_refs])
+    fresh = jax.tree.unflatten(config.tree, [ref[rows, :] for ref in fresh_refs])
 
     def body(s, d_carry):
         t = s if config.reverse else steps - 1 - s
@@ -275,13 +268,13 @@ def _backward_kernel(config, *refs):
         weights = [w_ref[:, pl.ds(j * hp, hp)] for j in range(g)]
         x = [xp_ref[t, rows, pl.ds(j * hp, hp)] for j in range(g)]
         ok, new_seq = valid_ref[t, rows] != 0, reset_ref[t, rows] != 0
-        entering = _tree(config.tree, [ref[t, rows, :] for ref in entering_refs])
+        entering = jax.tree.unflatten(config.tree, [ref[t, rows, :] for ref in entering_refs])
         step = config.step(extras, weights)
         _, vjp = jax.vjp(lambda c: masked_step(step, c, x, ok, new_seq, fresh), entering)
         (d_entering,) = vjp((d_carry, d_ys_ref[t, rows, :]))
         return d_entering
 
-    d_carry = jax.lax.fori_loop(0, steps, body, _tree(config.tree, [ref[rows, :] for ref in d_last_refs]))
+    d_carry = jax.lax.fori_loop(0, steps, body, jax.tree.unflatten(config.tree, [ref[rows, :] for ref in d_last_refs]))
     for ref, leaf in zip(d_carry_refs, jax.tree.leaves(d_carry)):
         ref[rows, :] = leaf
 
