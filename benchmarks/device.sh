@@ -87,7 +87,7 @@ except Exception as error:
 EOF
 
 if [[ -f tests/test_gpu.py ]]; then
-    part gpu-tests "$(limit 100)" "$PY" -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider \
+    part gpu-tests "$(limit 100)" "$PY" -m pytest -o addopts="" -q -m gpu tests/test_gpu.py -p no:cacheprovider \
         --junitxml="$OUT/logs/gpu-tests.xml"
 else
     say "gpu-tests: tests/test_gpu.py is not in this tree; skipped"

@@ -41,8 +41,18 @@ CELLS = {name: (factory, REFERENCES[name]) for name, factory in rnnx.CELLS.items
 
 B, T, D, H = 3, 6, 5, 7
 
+# The two tiers: the quick one (`-m "not slow"`) runs the cell-parametrised invariants on one sequential cell and
+# one parallel-scan cell, the full suite on every cell. Each cell's own equations (tests/test_cells.py) are checked
+# in both tiers.
+QUICK_CELLS = frozenset({"lstm", "min_gru"})
 
-@pytest.fixture(params=sorted(CELLS))
+
+def tiered(names):
+    """pytest params over ``names`` (sorted), those outside ``QUICK_CELLS`` marked ``slow``."""
+    return [pytest.param(name, marks=() if name in QUICK_CELLS else pytest.mark.slow) for name in sorted(names)]
+
+
+@pytest.fixture(params=tiered(CELLS))
 def cell_name(request):
     return request.param
 

@@ -40,6 +40,7 @@ def test_learned_initial_carry_adds_one_vector_per_state_and_receives_gradient()
     assert float(jnp.abs(grads["h0"]).sum()) > 0 and float(jnp.abs(grads["c0"]).sum()) > 0
 
 
+@pytest.mark.parametrize("cell_name", sorted(CELLS))  # every cell in both tiers
 def test_cell_matches_numpy_reference_per_step(cell_name, cell, params, xs):
     step = CELLS[cell_name][1]
     carry = cell.default_carry(params, (xs.shape[0],))

@@ -41,6 +41,7 @@ def spies(monkeypatch):
     }
 
 
+@pytest.mark.slow  # a whole CLI run
 def test_a_cli_run_validates_once_and_builds_and_compiles_its_train_step_once(tmp_path, spies, capsys):
     text = tmp_path / "text.txt"
     text.write_text("to be or not to be, that is the question.\n" * 60)

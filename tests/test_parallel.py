@@ -13,7 +13,7 @@ import pytest
 
 import rnnx
 from tests import reference
-from tests.conftest import CELLS
+from tests.conftest import CELLS, tiered
 
 # Every cell of the test registry whose step is a linear recurrence (Cell.coefficients): a new parallel-scan
 # cell in rnnx.CELLS gets these tests too.
@@ -38,7 +38,7 @@ def _inputs():
 
 
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("name", sorted(MIN_CELLS))
+@pytest.mark.parametrize("name", tiered(MIN_CELLS))
 def test_parallel_equals_sequential_with_everything_at_once(name, reverse):
     cell, params = _setup(name)
     xs, mask, reset, h0 = _inputs()
@@ -66,7 +66,7 @@ def test_parallel_equals_sequential_with_everything_at_once(name, reverse):
     assert float(jnp.abs(par[1][2, 2:]).max()) == 0.0  # padding is exactly zero in the parallel mode too
 
 
-@pytest.mark.parametrize("name", sorted(MIN_CELLS))
+@pytest.mark.parametrize("name", tiered(MIN_CELLS))
 def test_parallel_matches_numpy_reference_with_a_negative_initial_state(name):
     cell, params = _setup(name)
     xs, _, _, h0 = _inputs()
@@ -110,7 +110,7 @@ def test_count_params_matches_the_papers_formulas(name, expected):
     assert expected == (2 if name == "min_gru" else 3) * 128 * (300 + 1)
 
 
-@pytest.mark.parametrize("name", sorted(MIN_CELLS))
+@pytest.mark.parametrize("name", tiered(MIN_CELLS))
 def test_batch_axes_time_major_and_stacks_agree_across_modes(name):
     cell, params = _setup(name)
     xs = jax.random.normal(jax.random.key(2), (T, 2, 3, D))
@@ -127,7 +127,7 @@ def test_batch_axes_time_major_and_stacks_agree_across_modes(name):
 LONG = 10_000
 
 
-@pytest.mark.parametrize("name", sorted(MIN_CELLS))
+@pytest.mark.parametrize("name", tiered(MIN_CELLS))
 def test_ten_thousand_steps_stay_finite_and_agree_in_float32(name):
     cell, params = _setup(name, hidden=3, input_size=2)
     xs = 3.0 * jax.random.normal(jax.random.key(5), (2, LONG, 2))
@@ -144,7 +144,7 @@ def test_ten_thousand_steps_stay_finite_and_agree_in_float32(name):
     chex.assert_trees_all_close(grads, seq_grads, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", sorted(MIN_CELLS))
+@pytest.mark.parametrize("name", tiered(MIN_CELLS))
 def test_ten_thousand_steps_in_bfloat16_accumulate_in_float32(name):
     cell = MIN_CELLS[name][0](3, dtype=jnp.bfloat16)
     params = cell.init(jax.random.key(0), 2)
@@ -161,7 +161,7 @@ def test_ten_thousand_steps_in_bfloat16_accumulate_in_float32(name):
     np.testing.assert_allclose(ys.astype(jnp.float32), f32_ys, atol=0.05, rtol=0.02)
 
 
-@pytest.mark.parametrize("name", sorted(MIN_CELLS))
+@pytest.mark.parametrize("name", tiered(MIN_CELLS))
 def test_saturated_gates_stay_finite(name):
     """Pre-activations of +-1e4: sigmoid underflows to 0, so a linear-space f/(f+i) would be 0/0."""
     cell, params = _setup(name, hidden=3, input_size=2)

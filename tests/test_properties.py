@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import rnnx
 from tests import reference
-from tests.conftest import CELLS
+from tests.conftest import CELLS, tiered
 
 # The registry, plus cells whose reset state is learned (non-zero), so that "reset restores
 # cell.default_carry(params)" is told apart from "reset restores zeros" and from "reset restores initial_carry".
@@ -158,7 +158,7 @@ def _fuzz(name, max_examples, test):
     seed(zlib.crc32(name.encode()))(settings(FUZZ, max_examples=max_examples)(run))()
 
 
-@pytest.mark.parametrize("name", sorted(FUZZ_CELLS))
+@pytest.mark.parametrize("name", tiered(FUZZ_CELLS))
 def test_unroll_matches_the_numpy_reference_of_the_sequence_semantics(name):
     def one(case):
         _check(case)
@@ -166,7 +166,7 @@ def test_unroll_matches_the_numpy_reference_of_the_sequence_semantics(name):
     _fuzz(name, 5, one)
 
 
-@pytest.mark.parametrize("name", MIN_CELLS)
+@pytest.mark.parametrize("name", tiered(MIN_CELLS))
 def test_parallel_and_sequential_both_match_the_reference(name):
     def both(case):
         parallel = _check(case, parallel=True)
@@ -180,7 +180,7 @@ def test_parallel_and_sequential_both_match_the_reference(name):
 KERNEL_CELLS = sorted(name for name, entry in FUZZ_CELLS.items() if entry[0](1).update is not None)
 
 
-@pytest.mark.parametrize("name", KERNEL_CELLS)
+@pytest.mark.parametrize("name", tiered(KERNEL_CELLS))
 def test_the_fused_kernels_match_the_numpy_reference(name):
     """``backend="pallas"`` (Pallas's interpreter here) on fuzzed sequence semantics, against the NumPy
     reference; few examples, since each one compiles a kernel."""

@@ -123,6 +123,7 @@ def test_sharded_scan_equals_one_device_scan(errors, case, devices):
         assert found["grads"] < 1e-5, found
 
 
+@pytest.mark.slow  # reads the subprocess's output
 def test_time_that_does_not_divide_is_refused_with_both_numbers(errors):
     assert "15 time steps do not divide over the 8 devices of mesh axis 'seq'" in errors["error"]
     assert "16 steps" in errors["error"]
