@@ -3,6 +3,8 @@ checkpoints and two writers. Each case asserts a one-line message from rnnx nami
 nothing is lost: the last good checkpoint is intact and a resumed run ends bit-identical to an
 uninterrupted one."""
 
+import errno
+import hashlib
 import json
 import math
 import os
@@ -373,6 +375,61 @@ def test_cli_resume_says_so_and_keeps_each_record_once_and_a_finished_run_keeps_
     assert resumed["test_bits_per_char"] == reference["test_bits_per_char"]  # bit for bit
 
 
+def _hashes(directory) -> dict[str, str]:
+    """Every file under ``directory`` by its content's hash, and every folder."""
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+        for p in sorted(pathlib.Path(directory).rglob("*"))
+    }
+
+
+HOLD_BOTH = "import sys, time; from rnnx.training import checkpoint\n"
+HOLD_BOTH += "with checkpoint.lock(sys.argv[1]), checkpoint.lock(sys.argv[2]):\n"
+HOLD_BOTH += "    print('locked', flush=True); time.sleep(120)"
+
+
+def test_a_refused_writer_leaves_every_byte_of_the_run_as_it_was(tmp_path, text_file, capsys, monkeypatch):
+    """A second ``rnnx train`` on a run directory in use, with other settings or the same ones, is refused
+    before it writes a byte: the run's config, vocabulary, log and checkpoints stay as they were, so the
+    first run's rerun and ``rnnx generate`` still work. A finished run rewrites nothing, so that its rerun
+    prints its results on a read-only disk."""
+    run, starting = tmp_path / "run", tmp_path / "starting"
+    assert _train(text_file, run, 10) == 0
+    starting.mkdir()
+    shutil.copy(run / "config.json", starting / "config.json")  # a run that has not checkpointed yet
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_BOTH, str(run), str(starting)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = {d: _hashes(d) for d in (run, starting)}
+        capsys.readouterr()
+        assert _train(text_file, run, 10, "--cell", "lstm", "--hidden", "32") == 2  # the settings differ
+        assert "holds checkpoints of a run with other settings" in capsys.readouterr().err
+        assert _train(text_file, run, 20) == 1  # the same settings, training on: the lock is held
+        assert _train(text_file, starting, 10, "--cell", "lstm", "--hidden", "32") == 1
+        refusals = capsys.readouterr().err.strip().splitlines()
+        assert refusals[-1].startswith(f"rnnx train: error: {starting.absolute()} is in use by process {holder.pid}")
+        assert f"{run.absolute()} is in use by process {holder.pid}" in refusals[-2]
+        assert {d: _hashes(d) for d in (run, starting)} == before
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    from rnnx.apps.cli import main
+
+    assert main(["generate", "--run-dir", str(run), "--length", "5"]) == 0
+    finished = _hashes(run)
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(run))
+
+    monkeypatch.setattr(checkpoint, "lock", read_only)  # any attempt to write would meet a read-only disk
+    assert _train(text_file, run, 10) == 0
+    out = capsys.readouterr()
+    assert f"{run} holds a finished run (10 of 10 steps)" in out.err and "Results in" in out.out
+    assert _hashes(run) == finished
+
+
 def test_pruning_keeps_the_newest_checkpoints_and_the_best_one(tmp_path):
     loss_fn, batches, params = faulty_fit.problem()
     scores = iter([3.0, 1.0, 2.0, 2.5])  # the best evaluation is the second, at step 10
@@ -382,3 +439,61 @@ def test_pruning_keeps_the_newest_checkpoints_and_the_best_one(tmp_path):
     assert _steps(tmp_path / "run") == [10, 20]
     with checkpoint.manager(tmp_path / "run", read_only=True) as manager:
         assert checkpoint.read_extra(manager, 20)["best_step"] == 10
+
+
+# ------------------------------------------------------------------------------------- fit's arguments
+
+_EVAL = train.Evaluation(lambda p: {"loss": 1.0}, every=5)
+BAD_ARGUMENTS = [
+    ({"clip_norm": -1.0}, "clip_norm must be a finite number >= 0, or None for no clipping; received -1.0"),
+    ({"clip_norm": math.inf}, "clip_norm must be a finite number >= 0, or None for no clipping; received inf"),
+    ({"clip_norm": math.nan}, "clip_norm must be a finite number >= 0, or None for no clipping; received nan"),
+    ({"clip_norm": "1"}, "clip_norm must be a finite number >= 0, or None for no clipping; received '1'"),
+    ({"log_every": 0}, "log_every must be a positive integer, received 0"),
+    ({"steps": 0}, "steps must be a positive integer, received 0"),
+    ({"steps": True}, "steps must be a positive integer, received True"),
+    ({"steps": 2.0}, "steps must be a positive integer, received 2.0"),
+    ({"evaluation": _EVAL._replace(every=0)}, "Evaluation.every must be a positive integer, received 0"),
+    ({"evaluation": _EVAL._replace(patience=0)}, "Evaluation.patience must be a positive integer, received 0"),
+    ({"evaluation": _EVAL._replace(mode="low")}, "mode must be 'min' or 'max', received 'low'"),
+    ({"on_nonfinite": "ignore"}, "on_nonfinite must be one of ('raise', 'skip_update'), received 'ignore'"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), BAD_ARGUMENTS, ids=[m.split(",")[0] for _, m in BAD_ARGUMENTS])
+def test_fit_refuses_an_argument_that_would_silently_go_wrong(kwargs, message):
+    loss_fn, batches, params = faulty_fit.problem()
+    with pytest.raises(ValueError) as caught:
+        train.fit(loss_fn, params, batches, **({"steps": 5} | kwargs))
+    assert str(caught.value) == message
+
+
+def test_fit_refuses_batches_that_yield_none_and_says_when_they_run_out():
+    loss_fn, batches, params = faulty_fit.problem()
+    for empty in ([], iter([]), lambda epoch: []):
+        with pytest.raises(ValueError, match=r"batches(\(0\) returned no batches| yielded no batch)"):
+            train.fit(loss_fn, params, empty, steps=5)
+    with pytest.warns(UserWarning, match=r"training ended early: the batches ran out after 3 of 5 steps"):
+        short = train.fit(loss_fn, params, batches(0)[:3], steps=5)
+    assert (short.step, short.stopped_early, short.stop_reason) == (3, True, "the batches ran out after 3 of 5 steps")
+
+
+WRONG_RETURNS = [
+    ("evaluate", lambda p: 0.5, "Evaluation.evaluate must return a dict of scalars such as {'loss': 0.5}, received"),
+    ("evaluate", lambda p: {"acc": 0.5}, "Evaluation.monitor is 'loss', but evaluate returned only ['acc']"),
+    ("evaluate", lambda p: {"loss": jnp.ones(3)}, "Evaluation.evaluate must return scalars, but 'loss' is ArrayImpl"),
+    ("loss_fn", lambda p, b, k: jnp.sum(p["w"]), "loss_fn must return (loss, metrics), received an array of shape ()"),
+    ("loss_fn", lambda p, b, k: (p["w"], {}), "loss_fn must return a scalar loss in (loss, metrics), received shape"),
+]
+
+
+@pytest.mark.parametrize(("which", "function", "message"), WRONG_RETURNS, ids=[m[:40] for *_, m in WRONG_RETURNS])
+def test_a_loss_or_evaluation_of_the_wrong_form_is_named_in_one_line(which, function, message):
+    loss_fn, batches, params = faulty_fit.problem()
+    if which == "loss_fn":
+        loss_fn, evaluation = function, None
+    else:
+        evaluation = train.Evaluation(function, every=1)
+    with pytest.raises((TypeError, ValueError)) as caught:
+        train.fit(loss_fn, params, batches, steps=1, evaluation=evaluation)
+    assert str(caught.value).splitlines()[0].startswith(message)
