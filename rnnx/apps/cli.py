@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from rnnx.apps import config, scale
 from rnnx.apps.config import ClassifierConfig, ConfigError, LanguageModelConfig, add_config_flags, config_from_args
-from rnnx.apps.data import DataUnavailable, check_files, local_files, require_datasets
+from rnnx.apps.data import DataUnavailable, cache_note, check_files, is_text, local_files, require_datasets
 from rnnx.apps.scale import device_count as device_count
 from rnnx.core import CELLS
 from rnnx.training import distributed
@@ -88,13 +88,19 @@ def _train_config(args):
     )
     cfg = config_from_args(args, config_class, **defaults)
     config.validate(cfg)
-    paths = local_files(cfg.dataset)
+    shipped = cfg.dataset in ("shakespeare", *config.CLASSIFICATION_SETS)  # a name, even if a file is called so
+    paths = None if shipped else local_files(cfg.dataset)
     if paths is not None:
-        check_files(paths)
-    if cfg.dataset != "shakespeare":  # the shipped text is read without datasets; every other source needs it
+        limit = getattr(cfg, "max_dataset_mb", None)  # the language model holds its text in memory
+        check_files(paths, max_bytes=None if limit is None else limit << 20)
+    lm_text = args.task == "lm" and (cfg.dataset == "shakespeare" or (paths is not None and is_text(paths)))
+    if not lm_text:  # the language model reads the shipped text and text files itself; the rest needs datasets
         require_datasets(f"--dataset {cfg.dataset}")
-    for note in config.warnings(cfg) if distributed.is_lead() else ():
+    lead = distributed.is_lead()
+    for note in config.warnings(cfg) if lead else ():
         print(f"rnnx train: warning: {note}", file=sys.stderr)
+    if paths is not None and not lm_text and lead:
+        print(f"rnnx train: note: {cache_note(paths)}", file=sys.stderr)
     return cfg
 
 

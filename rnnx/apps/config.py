@@ -77,6 +77,7 @@ class LanguageModelConfig:
     ngram_orders: tuple = (3, 4, 5, 6)
     seed: int = 0
     run_dir: str = "runs/language_model"
+    max_dataset_mb: int = 512  # a larger text file is refused: it is held in memory whole, several times over
 
 
 _Config = TypeVar("_Config", ClassifierConfig, LanguageModelConfig)
@@ -103,6 +104,7 @@ _POSITIVE_INTEGERS = (
     "patience",
     "checkpoint_every",
     "keep_checkpoints",
+    "max_dataset_mb",
 )
 
 
@@ -121,6 +123,8 @@ def positive_number(name: str, value: object) -> None:
 def validate(config: "ClassifierConfig | LanguageModelConfig") -> None:
     """Raise :class:`ConfigError` for a setting no run could use, before any data is read. The message
     names the setting by its flag (``--batch-size``), the values allowed and the value received."""
+    if not isinstance(config.run_dir, str) or not config.run_dir.strip():
+        raise ConfigError(f"--run-dir must name a directory, received {config.run_dir!r}")
     if config.cell not in CELLS:
         raise ConfigError(f"--cell must be one of {sorted(CELLS)}, received {config.cell!r}")
     if config.schedule not in SCHEDULES:
