@@ -9,10 +9,12 @@ import json
 import math
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import chex
 import jax
@@ -428,6 +430,142 @@ def test_a_refused_writer_leaves_every_byte_of_the_run_as_it_was(tmp_path, text_
     out = capsys.readouterr()
     assert f"{run} holds a finished run (10 of 10 steps)" in out.err and "Results in" in out.out
     assert _hashes(run) == finished
+
+
+def _failing_save(fail_at: int, error: BaseException):
+    """orbax's ``CheckpointManager.save``, raising ``error`` for step ``fail_at`` as TensorStore does."""
+    import orbax.checkpoint as ocp
+
+    original = ocp.CheckpointManager.save
+
+    def save(self, step, *args, **kwargs):
+        if step == fail_at:
+            raise error
+        return original(self, step, *args, **kwargs)
+
+    return save
+
+
+FULL = "RESOURCE_EXHAUSTED: Error writing local file \"{path}/_sharding\": No space left on device [os_error_code='28']"
+
+
+def test_an_os_error_is_one_line_with_the_path_and_reason_and_the_checkpoints_stay(
+    tmp_path, text_file, capsys, monkeypatch
+):
+    """A full disk mid-save (as TensorStore reports it through orbax), a read-only run directory and the
+    checkpoints of another cell: one line each, exit code 1, and the checkpoints written before are intact, so
+    the rerun resumes from them. (A real full disk, a 300 KiB tmpfs, gave the same line.)"""
+    import orbax.checkpoint as ocp
+
+    run = tmp_path / "run"
+    step_10 = run.absolute() / "checkpoints" / "step_10"
+    monkeypatch.setattr(ocp.CheckpointManager, "save", _failing_save(10, ValueError(FULL.format(path=step_10))))
+    assert _train(text_file, run, 10) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"rnnx train: error: {step_10}: No space left on device"
+    assert "Traceback" not in err and _steps(run / "checkpoints") == [5]
+    monkeypatch.undo()
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(run / "rnnx.lock.os"))
+
+    monkeypatch.setattr(checkpoint, "lock", read_only)
+    before = _hashes(run)
+    assert _train(text_file, run, 10) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == f"rnnx train: error: {run}/rnnx.lock.os: Read-only file system"
+    assert _hashes(run) == before
+    monkeypatch.undo()
+    assert _train(text_file, run, 10) == 0
+    assert f"resuming from step 5 of 10 (checkpoint {run.absolute()}/checkpoints/step_5)" in capsys.readouterr().err
+    # Checkpoints of another cell: config.json rewritten for an lstm (as a refused writer once did).
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(saved | {"cell": "lstm"}))
+    (run / "results.json").unlink()
+    assert _train(text_file, run, 10, "--cell", "lstm") == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.splitlines()[-1].startswith(
+        f"rnnx train: error: {run.absolute()}/checkpoints/step_10 holds a different architecture"
+    )
+    assert err.splitlines()[-1].endswith("Pass another --run-dir, or delete that one to start afresh")
+
+
+def test_a_run_that_did_not_learn_exits_3_after_its_results_and_a_tie_is_a_tie(capsys):
+    from rnnx.apps import summary
+    from rnnx.apps.config import LanguageModelConfig
+
+    result = {
+        "test_bits_per_char": 2.3601,
+        "ngram_test_bits_per_char": 2.3604,
+        "uniform_bits_per_char": 6.443,
+        "test_perplexity": 5.13,
+        "steps": 10,
+        "train_seconds": 1.0,
+        "ngram_order": 5,
+        "plot": None,
+        "sample": {"temperature": 0.8, "prompt": "a", "text": "b"},
+    }
+    summary.language_model(LanguageModelConfig(), result)
+    tie = "held-out 2.360 bits/char (perplexity 5.13), level with the 5-gram baseline's 2.360"
+    assert tie in capsys.readouterr().out
+    diverged = result | {"test_bits_per_char": 3.2996e32, "test_perplexity": math.inf}
+    with pytest.raises(summary.DidNotLearn, match=r"held-out 3\.300e\+32 bits/char is no better than a uniform"):
+        summary.language_model(LanguageModelConfig(), diverged)
+    assert "held-out 3.300e+32 bits/char (perplexity inf), 3.300e+32 behind" in capsys.readouterr().out
+
+
+def _interrupted_run(run_dir, text_file, signals: int):
+    """``rnnx train`` in a subprocess, sent ``signals`` SIGINTs once it trains; returns (exit code, stderr)."""
+    argv = ["train", "--dataset", str(text_file), "--steps", "100000", "--run-dir", str(run_dir), *TINY_LM]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rnnx", *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    log = run_dir / "metrics.jsonl"
+    for _ in range(600):
+        if log.exists() and log.stat().st_size:  # training: its first record is written
+            break
+        time.sleep(0.1)
+    for _ in range(signals):
+        process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    return process.returncode, err
+
+
+def test_ctrl_c_finishes_the_step_checkpoints_it_and_a_rerun_resumes_from_there(tmp_path, text_file, capsys):
+    code, err = _interrupted_run(tmp_path / "run", text_file, 1)
+    last = err.strip().splitlines()[-1]
+    assert code == 130 and "Traceback" not in err, err[-2000:]
+    step = int(re.fullmatch(r"rnnx train: interrupted at step (\d+); rerun the same command to resume", last)[1])
+    assert _steps(tmp_path / "run" / "checkpoints")[-1] == step
+    from rnnx.apps.cli import main
+
+    argv = ["train", "--dataset", str(text_file), "--run-dir", str(tmp_path / "run"), *TINY_LM]
+    assert main([*argv, "--steps", str(step + 2)]) == 0
+    assert f"resuming from step {step} of {step + 2}" in capsys.readouterr().err
+
+
+def test_a_second_ctrl_c_stops_at_once_and_one_outside_training_raises(monkeypatch, capsys):
+    """The handler itself (two signals sent at once may reach Python as one, so a subprocess cannot tell)."""
+    from rnnx.apps import interrupts
+
+    handler = interrupts.CtrlC("rnnx train")
+    with pytest.raises(KeyboardInterrupt):  # before the loop runs: nothing to finish
+        handler.handle(signal.SIGINT, None)
+    assert handler() is False  # fit asks after a step: from now on a step can be finished
+    handler.handle(signal.SIGINT, None)
+    assert handler() is True and "stopping after this step" in capsys.readouterr().err
+
+    def exit_now(code):
+        raise SystemExit(code)
+
+    monkeypatch.setattr(os, "_exit", exit_now)
+    with pytest.raises(SystemExit) as stopped:
+        handler.handle(signal.SIGINT, None)
+    assert stopped.value.code == 130 and capsys.readouterr().err == "rnnx train: interrupted again: stopping now\n"
+    after = interrupts.CtrlC("rnnx train")
+    after()
+    after.watch(lambda record: None)({"event": "trained", "step": 5, "message": "trained"})
+    with pytest.raises(KeyboardInterrupt):  # scoring the baselines: nothing to finish either
+        after.handle(signal.SIGINT, None)
 
 
 def test_pruning_keeps_the_newest_checkpoints_and_the_best_one(tmp_path):

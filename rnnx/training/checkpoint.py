@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from rnnx.training import orbax_quiet
 from rnnx.training.checkpoint_record import ITEMS as _ITEMS
 from rnnx.training.checkpoint_record import CheckpointError as CheckpointError
+from rnnx.training.checkpoint_record import CheckpointMismatch as CheckpointMismatch
 from rnnx.training.checkpoint_record import StateConverter as StateConverter
 from rnnx.training.checkpoint_record import architecture as architecture
 from rnnx.training.checkpoint_record import damaged as _damaged
@@ -152,8 +153,19 @@ def save_step(
     Args:
       extra: a JSON-serialisable dict stored beside the arrays (e.g. an evaluation history), read back by
         :func:`read_extra` and :func:`restore_latest`.
+
+    Raises:
+      OSError: the write failed (no space left on device, a read-only file system, ...), naming the step's
+        directory; orbax's follow-on reports are hidden, and the older steps are intact.
     """
-    manager.save(step, args=_save_args(state, net, extra), force=True)
+    try:
+        with orbax_quiet.failed_write_quiet():
+            manager.save(step, args=_save_args(state, net, extra), force=True)
+    except ValueError as error:  # TensorStore reports a failed write as a ValueError
+        os_error = orbax_quiet.os_error(error, _step_path(manager, step))
+        if os_error is None:
+            raise
+        raise os_error from None
 
 
 def restore_step(manager: "ocp.CheckpointManager", step: int, like: _T, *, net: object = None) -> _T:
@@ -261,6 +273,7 @@ def _check_complete(path: pathlib.Path) -> pathlib.Path:
 
 __all__ = [
     "CheckpointError",
+    "CheckpointMismatch",
     "StateConverter",
     "architecture",
     "lock",
