@@ -12,7 +12,7 @@ rnnx params
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rnnx.apps import config, scale, summary
 from rnnx.apps.config import ClassifierConfig, ConfigError, LanguageModelConfig, add_config_flags, config_from_args
@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         group = lm.add_argument_group(f"{title} (shared flags are listed once)")
         seen |= add_config_flags(group, config_class, skip=seen)
     scale.add_scale_flags(lm.add_argument_group("scale out (run settings: a run resumes with other values)"))
-    tasks = {"lm": (LanguageModelConfig, LM_DEFAULTS), "classify": (ClassifierConfig, CLASSIFIER_DEFAULTS)}
+    tasks: dict[str, tuple[type, Mapping[str, object]]] = {
+        "lm": (LanguageModelConfig, LM_DEFAULTS),
+        "classify": (ClassifierConfig, CLASSIFIER_DEFAULTS),
+    }
     notes = config.default_notes(tasks)  # the defaults a run gets, the command line's own included
     for action in lm._actions:
         if action.dest in notes and (action.help is None or action.help.startswith("default")):

@@ -196,10 +196,10 @@ def add_config_flags(
     return added
 
 
-def default_notes(tasks: Mapping[str, tuple[type, Mapping[str, Any]]]) -> dict[str, str]:
+def default_notes(tasks: Mapping[str, tuple[type, Mapping[str, object]]]) -> dict[str, str]:
     """``{field: "default 64 (lm), 128 (classify)"}`` over the tasks' config classes and the command line's own
     defaults for each (``{task: (config_class, overrides)}``): the defaults a run really gets, for ``--help``."""
-    by_field: dict[str, dict[str, Any]] = {}
+    by_field: dict[str, dict[str, object]] = {}
     for task, (config_class, overrides) in tasks.items():
         for field in dataclasses.fields(config_class):
             by_field.setdefault(field.name, {})[task] = overrides.get(field.name, field.default)
