@@ -419,7 +419,8 @@ def test_a_refused_writer_leaves_every_byte_of_the_run_as_it_was(tmp_path, text_
         holder.wait(timeout=30)
     from rnnx.apps.cli import main
 
-    assert main(["generate", "--run-dir", str(run), "--length", "5"]) == 0
+    assert main(["generate", "--run-dir", str(run), "--length", "5", "--prompt", "to bé€"]) == 0
+    assert "warning: --prompt characters ['é', '€'] are not in the run's vocabulary" in capsys.readouterr().err
     finished = _hashes(run)
 
     def read_only(*args, **kwargs):
@@ -566,6 +567,42 @@ def test_a_second_ctrl_c_stops_at_once_and_one_outside_training_raises(monkeypat
     after.watch(lambda record: None)({"event": "trained", "step": 5, "message": "trained"})
     with pytest.raises(KeyboardInterrupt):  # scoring the baselines: nothing to finish either
         after.handle(signal.SIGINT, None)
+
+
+def test_a_step_pruned_while_it_is_read_is_not_damaged_and_the_newest_is_read(tmp_path, monkeypatch):
+    """As ``rnnx generate`` beside a run that trains: the step it reads is pruned meanwhile, and a newer one
+    written; it reads the newer one without calling anything damaged."""
+    directory = tmp_path / "run"
+    faulty_fit.run(directory, steps=10)  # steps 5 and 10
+    original, calls = checkpoint._restore_step, []
+
+    def pruned_meanwhile(manager, step, like, net):
+        calls.append(step)
+        if len(calls) == 1:  # the trainer writes step 15 and prunes step 10 while it is read
+            shutil.copytree(directory / "step_10", directory / "step_15")
+            shutil.rmtree(directory / "step_10")
+        return original(manager, step, like, net)
+
+    monkeypatch.setattr(checkpoint, "_restore_step", pruned_meanwhile)
+    loss_fn, _, params = faulty_fit.problem()
+    like = train.initial_state(train.make_train_step(loss_fn, train.default_optimizer()), params)
+    with checkpoint.manager(directory, read_only=True) as manager:
+        step, _, _ = checkpoint.restore_latest(manager, like, on_damaged=pytest.fail)
+    assert (calls, step) == ([10, 15], 15)
+
+
+def test_generate_streams_its_text_in_chunks_that_join_to_one_sample():
+    from rnnx.apps import models
+
+    model = models.language_model(rnnx.stacked(rnnx.gru(8)), 12, 4)
+    params = model.init(jax.random.key(0))
+    key = jax.random.key(1)
+    chunks = list(models.sample_chunks(model, params, [5, 6], length=250, key=key, chunk=100))
+    assert [len(c) for c in chunks] == [100, 100, 50]
+    whole = models.sample(model, params, [5, 6], length=250, key=key)
+    assert [t for c in chunks for t in c] == whole  # the tokens do not depend on the chunk size
+    endless = models.sample_chunks(model, params, [5, 6], length=None, key=key, chunk=50)
+    assert [t for _ in range(5) for t in next(endless)] == whole  # --length without bound streams on
 
 
 def test_pruning_keeps_the_newest_checkpoints_and_the_best_one(tmp_path):

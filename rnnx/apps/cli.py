@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="sample text from a trained language model's run directory")
     gen.add_argument("--run-dir", default="runs/language_model")
     gen.add_argument("--prompt", default="ROMEO.\n")
-    gen.add_argument("--length", type=int, default=400)
+    gen.add_argument("--length", type=int, default=400, help="characters, printed as they are drawn (default 400)")
     gen.add_argument("--temperature", type=float, default=0.8)
     gen.add_argument("--seed", type=int, default=0)
 
@@ -169,19 +169,25 @@ def _generate(args) -> str:
     from rnnx.apps.data import SPECIALS
 
     model, params, vocab = experiments.restore_language_model(args.run_dir, say=say)
-    prompt = vocab.encode(args.prompt)
-    ids = models.sample(
+    unknown = sorted({c for c in args.prompt if c not in vocab.index})
+    if unknown:
+        say(f"warning: --prompt characters {unknown} are not in the run's vocabulary; they are read as <unk>")
+    chunks = models.sample_chunks(
         model,
         params,
-        prompt,
+        vocab.encode(args.prompt),
         length=args.length,
         key=jax.random.key(args.seed),
         temperature=args.temperature,
         exclude=range(len(SPECIALS)),
     )
-    text = args.prompt + vocab.decode(ids)
-    print(text)
-    return text
+    print(args.prompt, end="", flush=True)
+    text = [args.prompt]
+    for ids in chunks:  # printed as they are drawn
+        text.append(vocab.decode(ids))
+        print(text[-1], end="", flush=True)
+    print()
+    return "".join(text)
 
 
 def _gradients(args) -> dict:

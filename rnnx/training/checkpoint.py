@@ -199,7 +199,8 @@ def restore_latest(
       manager: from :func:`manager`.
       like, net: as for :func:`restore`.
       on_damaged: called with a one-line message for each damaged step passed over for an older one
-        (None: ``warnings.warn``); a damaged checkpoint is never skipped silently.
+        (None: ``warnings.warn``); a damaged checkpoint is never skipped silently. A step that vanishes while
+        it is read (pruned by a process still training) is not damaged: the steps are listed again.
 
     Returns:
       None when ``manager`` has no complete step, else ``(step, state, extra)``: the step restored, ``like``
@@ -210,20 +211,27 @@ def restore_latest(
         afresh.
       ValueError: a step holds another architecture (raised at once: a user error, not damage).
     """
-    steps = sorted(manager.all_steps(), reverse=True)
+    report = on_damaged or (lambda message: warnings.warn(message, stacklevel=3))
+    for _ in range(5):  # a writer may prune a step while it is read: then the list is read again
+        steps, failures, pruned = sorted(manager.all_steps(), reverse=True), [], False
+        for step in steps:
+            try:
+                state, record = _restore_step(manager, step, like, net)
+            except (CheckpointError, FileNotFoundError) as error:
+                if pruned := not _step_path(manager, step).exists():  # gone, not damaged: another process pruned it
+                    break
+                if isinstance(error, FileNotFoundError):
+                    raise
+                failures.append(str(error))
+                if step != steps[-1]:
+                    report(f"{error}; falling back to an older one")
+                continue
+            return step, state, record.get("extra") or {}
+        if not pruned:
+            break
+        manager.reload()
     if not steps:
         return None
-    report = on_damaged or (lambda message: warnings.warn(message, stacklevel=3))
-    failures = []
-    for step in steps:
-        try:
-            state, record = _restore_step(manager, step, like, net)
-        except CheckpointError as error:
-            failures.append(str(error))
-            if step != steps[-1]:
-                report(f"{error}; falling back to an older one")
-            continue
-        return step, state, record.get("extra") or {}
     directory = pathlib.Path(manager.directory)
     failures = [failure.replace(f"checkpoint {directory}/", "") for failure in failures]  # named once
     raise CheckpointError(
