@@ -108,7 +108,7 @@ def _train_config(args):
 def _train(args) -> dict:
     devices = scale.device_flag(args.devices)
     scale.join(args)  # before any other JAX computation
-    _check_backend()
+    scale.check_backend()
     cfg = _train_config(args)
     mesh = scale.data_mesh(devices, cfg.batch_size)  # before any data is read
     lead = distributed.is_lead()
@@ -134,25 +134,6 @@ def _train(args) -> dict:
     return result
 
 
-def _check_backend() -> None:
-    """Start JAX's backend, or :class:`RunFailed` saying which platform could not start (JAX itself raises a
-    bare ``AssertionError`` when ``JAX_PLATFORMS`` names only platforms it cannot start)."""
-    import os
-
-    import jax
-
-    try:
-        jax.devices()
-    except (RuntimeError, AssertionError) as error:
-        platforms = os.environ.get("JAX_PLATFORMS")
-        asked = f"JAX_PLATFORMS={platforms}" if platforms else "its default platform"
-        reason = f": {str(error).splitlines()[0]}" if str(error) else ""
-        raise RunFailed(
-            f"JAX could not start {asked}{reason}; is that device present, and the jax build for it (e.g. "
-            '"jax[cuda12]") installed? Unset JAX_PLATFORMS to run on the CPU'
-        ) from None
-
-
 def _generate(args) -> str:
     config.positive_integer("--length", args.length)
     config.positive_number("--temperature", args.temperature)
@@ -161,7 +142,7 @@ def _generate(args) -> str:
     from rnnx.apps import experiments
 
     experiments.language_model_config(args.run_dir)  # what the directory holds, before any array is read
-    _check_backend()
+    scale.check_backend()
     import jax
 
     from rnnx.apps import models
@@ -194,7 +175,7 @@ def _gradients(args) -> dict:
     """Gradient flow of a freshly initialised cell on random inputs: log10 norms at a few steps."""
     config.positive_integer("--hidden", args.hidden)
     config.positive_integer("--length", args.length)
-    _check_backend()
+    scale.check_backend()
     import jax
     import jax.numpy as jnp
 

@@ -1,15 +1,20 @@
 """What :func:`rnnx.training.fit` accepts: its arguments, and what its loss and evaluation functions return,
 checked before they can go silently wrong (a negative ``clip_norm`` is gradient ascent, ``steps=True`` is one
-step), each refused in one line naming the argument, what was expected and what was received."""
+step), each refused in one line naming the argument, what was expected and what was received; and its
+batches, either form, as one stream."""
 
+import itertools
 import math
 import numbers
-from collections.abc import Mapping
-from typing import Any, TypeGuard
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import jax.numpy as jnp
 
 from rnnx.training.hooks import NONFINITE_POLICIES, Evaluation
+
+if TYPE_CHECKING:
+    from rnnx.training.loop import Batches
 
 
 def check_fit_arguments(
@@ -69,6 +74,22 @@ def checked_loss_output(output: Any, stateful: bool) -> Any:
     return output
 
 
+def batch_stream(batches: "Batches", start: int) -> Iterator[tuple[int | None, int | None, Any]]:
+    """``(epoch, index in the epoch, batch)`` from step ``start`` on; epoch and index are None for an iterable."""
+    if not callable(batches):
+        yield from ((None, None, batch) for batch in itertools.islice(batches, start, None))
+        return
+    first = batches(0)
+    per_epoch = len(first)
+    if per_epoch == 0:
+        raise ValueError("batches(0) returned no batches; expected at least one")
+    epoch, index = divmod(start, per_epoch)
+    while True:
+        current = first if epoch == 0 else batches(epoch)
+        yield from ((epoch, i, current[i]) for i in range(index, per_epoch))
+        epoch, index = epoch + 1, 0
+
+
 def _real(value: object) -> TypeGuard[float]:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -78,4 +99,4 @@ def _positive_integer(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a positive integer, received {value!r}")
 
 
-__all__ = ["check_fit_arguments", "checked_loss_output", "evaluation_result"]
+__all__ = ["batch_stream", "check_fit_arguments", "checked_loss_output", "evaluation_result"]

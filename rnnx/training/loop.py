@@ -8,19 +8,18 @@ records go to ``on_log``.
 """
 
 import dataclasses
-import itertools
 import math
 import pathlib
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnx.training.arguments import evaluation_result
+from rnnx.training.arguments import batch_stream, evaluation_result
 from rnnx.training.hooks import MAX_CONSECUTIVE_SKIPS, Evaluation, FitResult, Interrupted, NonFiniteError
 from rnnx.training.step import TrainState, TrainStep, all_finite
 
@@ -112,7 +111,7 @@ class Loop:
         if extra.get("pending_evaluation"):  # the checkpoint was written just before an evaluation
             state, patience_over = self.evaluate(state, step)
             stop = stop or patience_over
-        base_key, stream = jax.random.key(self.seed), _batches(self.batches, step)
+        base_key, stream = jax.random.key(self.seed), batch_stream(self.batches, step)
         item = next(stream, None) if step < self.steps and not stop else None
         if item is None and step == 0 and not stop:
             raise ValueError(f"batches yielded no batch; expected at least one (steps={self.steps})")
@@ -264,22 +263,6 @@ class Loop:
                 self.stop_reason = f"{evaluation.patience} evaluations in a row without a better {evaluation.monitor}"
             return state, True
         return state, asked
-
-
-def _batches(batches: Batches, start: int) -> Iterator[tuple[int | None, int | None, Any]]:
-    """``(epoch, index in the epoch, batch)`` from step ``start`` on; epoch and index are None for an iterable."""
-    if not callable(batches):
-        yield from ((None, None, batch) for batch in itertools.islice(batches, start, None))
-        return
-    first = batches(0)
-    per_epoch = len(first)
-    if per_epoch == 0:
-        raise ValueError("batches(0) returned no batches; expected at least one")
-    epoch, index = divmod(start, per_epoch)
-    while True:
-        current = first if epoch == 0 else batches(epoch)
-        yield from ((epoch, i, current[i]) for i in range(index, per_epoch))
-        epoch, index = epoch + 1, 0
 
 
 def _checked_finite(state: FitState, step: int) -> FitState:
