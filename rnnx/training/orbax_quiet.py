@@ -79,7 +79,8 @@ def read_only_quiet(read_only: bool) -> Iterator[None]:
 def failed_write_quiet() -> Iterator[None]:
     """Around one orbax save: if it fails, what its abandoned writes print is hidden (see the module
     docstring); the failure itself is raised. absl's reports of failed writer threads are dropped from then
-    on, since those threads may log after the block."""
+    on, since those threads may log after the block, as is its warning that an interrupted save's directory
+    is replaced."""
     absl = logging.getLogger("absl")
     if _not_a_failed_writer_thread not in absl.filters:
         absl.addFilter(_not_a_failed_writer_thread)
@@ -106,7 +107,11 @@ def os_error(error: BaseException, path: object) -> OSError | None:
 
 
 def _not_a_failed_writer_thread(record: logging.LogRecord) -> bool:
-    return "_SignalingThread.run() raised an exception" not in record.getMessage()
+    """Also drops the warning that a save replaces the unfinished directory of an interrupted one: the run
+    lock makes sure its writer is gone, so that is what a resumed run is meant to do."""
+    message = record.getMessage()
+    replaced = "Removing existing directory since it is not finalized" in message
+    return not (replaced or "_SignalingThread.run() raised an exception" in message)
 
 
 def _orbax_noise(unraisable) -> bool:
