@@ -491,6 +491,22 @@ def test_an_os_error_is_one_line_with_the_path_and_reason_and_the_checkpoints_st
     assert err.splitlines()[-1].endswith("Pass another --run-dir, or delete that one to start afresh")
 
 
+def test_jax_platforms_naming_a_missing_device_is_one_line():
+    platform = "cuda" if jax.default_backend() == "cpu" else "tpu"
+    done = subprocess.run(
+        [sys.executable, "-m", "rnnx", "gradients", "--length", "5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"JAX_PLATFORMS": platform},
+    )
+    assert done.returncode == 2 and done.stderr.startswith(
+        f"rnnx gradients: error: JAX could not start JAX_PLATFORMS={platform}"
+    ), done.stderr[-2000:]
+    assert len(done.stderr.splitlines()) == 1
+
+
 def test_a_run_that_did_not_learn_exits_3_after_its_results_and_a_tie_is_a_tie(capsys):
     from rnnx.apps import summary
     from rnnx.apps.config import LanguageModelConfig
@@ -633,14 +649,16 @@ BAD_ARGUMENTS = [
     ({"evaluation": _EVAL._replace(patience=0)}, "Evaluation.patience must be a positive integer, received 0"),
     ({"evaluation": _EVAL._replace(mode="low")}, "mode must be 'min' or 'max', received 'low'"),
     ({"on_nonfinite": "ignore"}, "on_nonfinite must be one of ('raise', 'skip_update'), received 'ignore'"),
+    ({"params": None}, "params must hold at least one array to train, received None"),
+    ({"params": {"w": {}}}, "params must hold at least one array to train, received {'w': {}}"),
 ]
 
 
-@pytest.mark.parametrize(("kwargs", "message"), BAD_ARGUMENTS, ids=[m.split(",")[0] for _, m in BAD_ARGUMENTS])
+@pytest.mark.parametrize(("kwargs", "message"), BAD_ARGUMENTS, ids=[m[:40] for _, m in BAD_ARGUMENTS])
 def test_fit_refuses_an_argument_that_would_silently_go_wrong(kwargs, message):
     loss_fn, batches, params = faulty_fit.problem()
     with pytest.raises(ValueError) as caught:
-        train.fit(loss_fn, params, batches, **({"steps": 5} | kwargs))
+        train.fit(loss_fn, **({"params": params, "batches": batches, "steps": 5} | kwargs))
     assert str(caught.value) == message
 
 

@@ -9,6 +9,7 @@ import numbers
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+import jax
 import jax.numpy as jnp
 
 from rnnx.training.hooks import NONFINITE_POLICIES, Evaluation
@@ -18,10 +19,18 @@ if TYPE_CHECKING:
 
 
 def check_fit_arguments(
-    *, steps: object, clip_norm: object, log_every: object, evaluation: Evaluation | None, on_nonfinite: object
+    *,
+    params: object,
+    steps: object,
+    clip_norm: object,
+    log_every: object,
+    evaluation: Evaluation | None,
+    on_nonfinite: object,
 ) -> None:
     """Raise ``ValueError`` (``TypeError`` for a non-callable ``evaluate``) for an argument of ``fit`` no run
     could use."""
+    if not jax.tree.leaves(params):
+        raise ValueError(f"params must hold at least one array to train, received {str(params)[:60]}")
     _positive_integer("steps", steps)
     _positive_integer("log_every", log_every)
     if clip_norm is not None and not (_real(clip_norm) and math.isfinite(clip_norm) and clip_norm >= 0):

@@ -113,7 +113,12 @@ def fit(
         directory's lock.
     """
     check_fit_arguments(
-        steps=steps, clip_norm=clip_norm, log_every=log_every, evaluation=evaluation, on_nonfinite=on_nonfinite
+        params=params,
+        steps=steps,
+        clip_norm=clip_norm,
+        log_every=log_every,
+        evaluation=evaluation,
+        on_nonfinite=on_nonfinite,
     )
     data_mesh = renamed_argument("rnnx.training.fit", "mesh", mesh, "data_mesh", data_mesh, MESH_RENAME)
     train_step = make_train_step(loss_fn, default_optimizer() if optimizer is None else optimizer, clip_norm=clip_norm)
