@@ -348,9 +348,12 @@ def test_cli_divergence_is_one_line_with_the_rate_and_exit_code_1(tmp_path, text
     assert err[-1].startswith("rnnx train: error: training stopped at step ")
     assert err[-1].endswith("(this run: --learning-rate 3e+38, --clip-norm 1.0, --schedule constant)")
     assert "Traceback" not in "\n".join(err) and not (tmp_path / "run" / "results.json").exists()
-    # A rate that saturates the gates instead: finite but useless, and the run says so.
-    assert _train(text_file, tmp_path / "saturated", 10, "--learning-rate", "1e6") == 0
-    assert "warning: held-out " in capsys.readouterr().err
+    # A rate that saturates the gates instead: finite but useless; the run says so after its results, and
+    # exits with code 3, so that a script does not take it for a success.
+    assert _train(text_file, tmp_path / "saturated", 10, "--learning-rate", "1e6") == 3
+    out, err = capsys.readouterr()
+    assert "Results in" in out and err.splitlines()[-1].startswith("rnnx train: error: held-out ")
+    assert "bits/char is no better than a uniform guess" in err.splitlines()[-1]
 
 
 def test_cli_resume_says_so_and_keeps_each_record_once_and_a_finished_run_keeps_its_results(
