@@ -389,8 +389,12 @@ def _hashes(directory) -> dict[str, str]:
     }
 
 
-HOLD_BOTH = "import sys, time; from rnnx.training import checkpoint\n"
-HOLD_BOTH += "with checkpoint.lock(sys.argv[1]), checkpoint.lock(sys.argv[2]):\n"
+# As a training process holds them: each run directory's lock and its checkpoints'.
+HOLD_BOTH = "import contextlib, sys, time; from rnnx.training import checkpoint\n"
+HOLD_BOTH += "with contextlib.ExitStack() as stack:\n"
+HOLD_BOTH += "    for run in sys.argv[1:]:\n"
+HOLD_BOTH += "        for directory in (run, run + '/checkpoints'):\n"
+HOLD_BOTH += "            stack.enter_context(checkpoint.lock(directory))\n"
 HOLD_BOTH += "    print('locked', flush=True); time.sleep(120)"
 
 
@@ -415,9 +419,9 @@ def test_a_refused_writer_leaves_every_byte_of_the_run_as_it_was(tmp_path, text_
         assert _train(text_file, run, 20) == 1  # the same settings, training on: the lock is held
         assert _train(text_file, starting, 10, "--cell", "lstm", "--hidden", "32") == 1
         refusals = capsys.readouterr().err.strip().splitlines()
+        assert {d: _hashes(d) for d in (run, starting)} == before
         assert refusals[-1].startswith(f"rnnx train: error: {starting.absolute()} is in use by process {holder.pid}")
         assert f"{run.absolute()} is in use by process {holder.pid}" in refusals[-2]
-        assert {d: _hashes(d) for d in (run, starting)} == before
     finally:
         holder.kill()
         holder.wait(timeout=30)
