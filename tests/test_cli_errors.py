@@ -61,6 +61,18 @@ ROWS = [
     (["train", "--dataset", "{tmp}/binary.txt"], "--dataset file is binary, not UTF-8 text: {tmp}/binary.txt"),
     (["train", "--dataset", "{tmp}/folder.txt"], "--dataset must be a file, received the directory {tmp}/folder.txt"),
     (
+        ["train", "--dataset", "{tmp}/late_bad.txt"],
+        "--dataset file is not UTF-8 text: {tmp}/late_bad.txt has the invalid byte 0xff at byte offset 80000 (line "
+        "20001)",
+    ),
+    (
+        ["train", "--dataset", "{tmp}/big.txt", "--max-dataset-mb", "1"],
+        "--dataset {tmp}/big.txt holds 1.2 MiB, more than --max-dataset-mb 1: a language model holds its whole text "
+        "in memory, several times over (as characters and as ids). Pass --max-dataset-mb 2 to read it anyway",
+    ),
+    (["train", "--run-dir", ""], "--run-dir must name a directory, received ''"),
+    (["train", "--run-dir", "{tmp}/short.txt"], "--run-dir must be a directory, received the file {tmp}/short.txt"),
+    (
         ["train", "--task", "classify", "--dataset", "{tmp}/missing.csv"],
         "--dataset file not found: {tmp}/missing.csv",
     ),
@@ -135,6 +147,8 @@ def tmp(tmp_path_factory):
     (root / "empty.txt").write_text("")
     (root / "binary.txt").write_bytes(bytes(range(256)) * 4)
     (root / "folder.txt").mkdir()
+    (root / "late_bad.txt").write_bytes(b"abc\n" * 20000 + b"\xff\n")  # past the first 64 KiB
+    (root / "big.txt").write_bytes(b"abcdefghi\n" * 131072)  # 1.25 MiB
     (root / "short.txt").write_text("abcdefghi\n" * 80)  # 799 characters once read: 679 / 40 / 80
     (root / "two_rows.csv").write_text("text,label\ngood film,1\nbad film,0\n")
     (root / "reviews.csv").write_text(
@@ -154,7 +168,7 @@ def test_a_bad_value_gets_one_line_and_exit_code_2(argv, message, tmp, capsys):
     argv = [a.format(tmp=tmp) for a in argv]
     run_dir = tmp / "run"
     if argv[0] == "train":
-        argv += ["--run-dir", str(run_dir), "--no-progress"]
+        argv += ["--no-progress"] + ([] if "--run-dir" in argv else ["--run-dir", str(run_dir)])
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -177,3 +191,71 @@ def test_gradients_names_the_sequence_length_length_not_steps(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["gradients", "--steps", "5"])
     assert exit_info.value.code == 2 and "unrecognized arguments: --steps 5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["comma,name.txt", "nosuffix", "notes.md"])
+def test_an_existing_text_file_is_read_locally_whatever_its_name(name, tmp, tmp_path, monkeypatch, capsys):
+    """Read here, not by the Hub loader nor into datasets' cache: its text reaches the length check."""
+    from rnnx.apps import data
+
+    monkeypatch.setattr(data, "load", lambda *a, **k: pytest.fail("sent to datasets"))
+    path = tmp_path / name
+    path.write_text("abcdefghi\n" * 80)
+    assert main(["train", "--dataset", str(path), "--run-dir", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"rnnx train: error: --dataset {path} is too short: its training part has 679 characters, fewer than "
+        "--batch-size 64 x --window 50 + 1 = 3,201"
+    )
+
+
+def test_text_is_decoded_across_blocks_and_an_error_named_by_byte_and_line(tmp_path):
+    from rnnx.apps import data_files
+
+    text = "héllo wörld\r\n€uro 𝄞\n" * 5
+    (tmp_path / "ok.txt").write_text(text, newline="")
+    assert "".join(data_files._decoded(tmp_path / "ok.txt", block=3)) == text  # characters cut between blocks
+    assert data_files.read_text([tmp_path / "ok.txt"]) == text.replace("\r\n", "\n").removesuffix("\n")
+    good = "ab\nc€\n".encode()
+    (tmp_path / "bad.txt").write_bytes(good + b"\xe2\x82" + b"x\n")  # a character cut short, at byte 8 of line 3
+    with pytest.raises(data_files.DataUnavailable, match=r"invalid byte 0xe2 at byte offset 8 \(line 3\)$"):
+        data_files.check_files([tmp_path / "bad.txt"])
+    for block in (1, 2, 4):
+        with pytest.raises(data_files.DataUnavailable, match=r"0xe2 at byte offset 8 \(line 3\)$"):
+            list(data_files._decoded(tmp_path / "bad.txt", block=block))
+
+
+@pytest.mark.parametrize("offline", ["HF_HUB_OFFLINE", "no connection"])
+def test_a_hub_name_offline_fails_at_once_without_retries(offline, monkeypatch, capsys):
+    import socket
+
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("asked the Hub"))
+    if offline == "HF_HUB_OFFLINE":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("touched the network"))
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+
+        def refused(address, timeout):
+            assert address == ("huggingface.co", 443) and timeout <= 3
+            raise OSError("Network is unreachable")
+
+        monkeypatch.setattr(socket, "create_connection", refused)
+    assert main(["train", "--task", "classify", "--dataset", "nosuchfile", "--no-progress"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "rnnx train: error: could not load 'nosuchfile' from the Hugging Face Hub: it cannot be reached (offline, "
+        "or HF_HUB_OFFLINE is set), and there is no file 'nosuchfile' here either. The Hub needs network access. "
+        "Pass local files instead, e.g. --dataset train.csv (csv/tsv/json/jsonl/parquet/txt, with a text column "
+        "and a label column)."
+    )
+
+
+def test_a_local_csv_says_where_datasets_keeps_its_copy(tmp, capsys):
+    from rnnx.apps import cli
+
+    cli._train_config(build_parser().parse_args(["train", "--task", "classify", "--dataset", f"{tmp}/reviews.csv"]))
+    assert capsys.readouterr().err.startswith(
+        f"rnnx train: note: Hugging Face datasets keeps a converted copy of {tmp}/reviews.csv in "
+    )

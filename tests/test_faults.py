@@ -3,14 +3,18 @@ checkpoints and two writers. Each case asserts a one-line message from rnnx nami
 nothing is lost: the last good checkpoint is intact and a resumed run ends bit-identical to an
 uninterrupted one."""
 
+import errno
+import hashlib
 import json
 import math
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import chex
 import jax
@@ -184,7 +188,7 @@ def _kill(directory, fault: str) -> None:
     ("fault", "resumed_from"),
     [("step:12", 10), ("save-start:15", 10), ("save-rename:10", 5), ("evaluate:20", 20)],
 )
-def test_a_run_killed_anywhere_resumes_bit_identical(tmp_path, uninterrupted, fault, resumed_from):
+def test_a_run_killed_anywhere_resumes_bit_identical(tmp_path, uninterrupted, fault, resumed_from, caplog):
     directory = tmp_path / "run"
     _kill(directory, fault)
     kind, at = fault.split(":")
@@ -197,6 +201,7 @@ def test_a_run_killed_anywhere_resumes_bit_identical(tmp_path, uninterrupted, fa
     where = f"checkpoint {directory.absolute()}/step_{resumed_from}"
     assert events[1] == ("resume", f"resuming from step {resumed_from} of {faulty_fit.STEPS} ({where})")
     assert len(events) == 2
+    assert "not finalized" not in caplog.text  # orbax's warning on replacing the interrupted save's directory
     if DETERMINISTIC:
         chex.assert_trees_all_equal(resumed.last_params, uninterrupted.last_params)
         chex.assert_trees_all_equal(resumed.opt_state, uninterrupted.opt_state)
@@ -343,9 +348,12 @@ def test_cli_divergence_is_one_line_with_the_rate_and_exit_code_1(tmp_path, text
     assert err[-1].startswith("rnnx train: error: training stopped at step ")
     assert err[-1].endswith("(this run: --learning-rate 3e+38, --clip-norm 1.0, --schedule constant)")
     assert "Traceback" not in "\n".join(err) and not (tmp_path / "run" / "results.json").exists()
-    # A rate that saturates the gates instead: finite but useless, and the run says so.
-    assert _train(text_file, tmp_path / "saturated", 10, "--learning-rate", "1e6") == 0
-    assert "warning: held-out " in capsys.readouterr().err
+    # A rate that saturates the gates instead: finite but useless; the run says so after its results, and
+    # exits with code 3, so that a script does not take it for a success.
+    assert _train(text_file, tmp_path / "saturated", 10, "--learning-rate", "1e6") == 3
+    out, err = capsys.readouterr()
+    assert "Results in" in out and err.splitlines()[-1].startswith("rnnx train: error: held-out ")
+    assert "bits/char is no better than a uniform guess" in err.splitlines()[-1]
 
 
 def test_cli_resume_says_so_and_keeps_each_record_once_and_a_finished_run_keeps_its_results(
@@ -373,6 +381,254 @@ def test_cli_resume_says_so_and_keeps_each_record_once_and_a_finished_run_keeps_
     assert resumed["test_bits_per_char"] == reference["test_bits_per_char"]  # bit for bit
 
 
+def _hashes(directory) -> dict[str, str]:
+    """Every file under ``directory`` by its content's hash, and every folder."""
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+        for p in sorted(pathlib.Path(directory).rglob("*"))
+    }
+
+
+# As a training process holds them: each run directory's lock and its checkpoints'.
+HOLD_BOTH = "import contextlib, sys, time; from rnnx.training import checkpoint\n"
+HOLD_BOTH += "with contextlib.ExitStack() as stack:\n"
+HOLD_BOTH += "    for run in sys.argv[1:]:\n"
+HOLD_BOTH += "        for directory in (run, run + '/checkpoints'):\n"
+HOLD_BOTH += "            stack.enter_context(checkpoint.lock(directory))\n"
+HOLD_BOTH += "    print('locked', flush=True); time.sleep(120)"
+
+
+def test_a_refused_writer_leaves_every_byte_of_the_run_as_it_was(tmp_path, text_file, capsys, monkeypatch):
+    """A second ``rnnx train`` on a run directory in use, with other settings or the same ones, is refused
+    before it writes a byte: the run's config, vocabulary, log and checkpoints stay as they were, so the
+    first run's rerun and ``rnnx generate`` still work. A finished run rewrites nothing, so that its rerun
+    prints its results on a read-only disk."""
+    run, starting = tmp_path / "run", tmp_path / "starting"
+    assert _train(text_file, run, 10) == 0
+    starting.mkdir()
+    shutil.copy(run / "config.json", starting / "config.json")  # a run that has not checkpointed yet
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_BOTH, str(run), str(starting)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = {d: _hashes(d) for d in (run, starting)}
+        capsys.readouterr()
+        assert _train(text_file, run, 10, "--cell", "lstm", "--hidden", "32") == 2  # the settings differ
+        assert "holds checkpoints of a run with other settings" in capsys.readouterr().err
+        assert _train(text_file, run, 20) == 1  # the same settings, training on: the lock is held
+        assert _train(text_file, starting, 10, "--cell", "lstm", "--hidden", "32") == 1
+        refusals = capsys.readouterr().err.strip().splitlines()
+        assert {d: _hashes(d) for d in (run, starting)} == before
+        assert refusals[-1].startswith(f"rnnx train: error: {starting.absolute()} is in use by process {holder.pid}")
+        assert f"{run.absolute()} is in use by process {holder.pid}" in refusals[-2]
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    from rnnx.apps.cli import main
+
+    assert main(["generate", "--run-dir", str(run), "--length", "5", "--prompt", "to bé€"]) == 0
+    assert "warning: --prompt characters ['é', '€'] are not in the run's vocabulary" in capsys.readouterr().err
+    finished = _hashes(run)
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(run))
+
+    monkeypatch.setattr(checkpoint, "lock", read_only)  # any attempt to write would meet a read-only disk
+    assert _train(text_file, run, 10) == 0
+    out = capsys.readouterr()
+    assert f"{run} holds a finished run (10 of 10 steps)" in out.err and "Results in" in out.out
+    assert _hashes(run) == finished
+
+
+def _failing_save(fail_at: int, error: BaseException):
+    """orbax's ``CheckpointManager.save``, raising ``error`` for step ``fail_at`` as TensorStore does."""
+    import orbax.checkpoint as ocp
+
+    original = ocp.CheckpointManager.save
+
+    def save(self, step, *args, **kwargs):
+        if step == fail_at:
+            raise error
+        return original(self, step, *args, **kwargs)
+
+    return save
+
+
+FULL = "RESOURCE_EXHAUSTED: Error writing local file \"{path}/_sharding\": No space left on device [os_error_code='28']"
+
+
+def test_an_os_error_is_one_line_with_the_path_and_reason_and_the_checkpoints_stay(
+    tmp_path, text_file, capsys, monkeypatch
+):
+    """A full disk mid-save (as TensorStore reports it through orbax), a read-only run directory and the
+    checkpoints of another cell: one line each, exit code 1, and the checkpoints written before are intact, so
+    the rerun resumes from them. (A real full disk, a 300 KiB tmpfs, gave the same line.)"""
+    import orbax.checkpoint as ocp
+
+    run = tmp_path / "run"
+    step_10 = run.absolute() / "checkpoints" / "step_10"
+    monkeypatch.setattr(ocp.CheckpointManager, "save", _failing_save(10, ValueError(FULL.format(path=step_10))))
+    assert _train(text_file, run, 10) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"rnnx train: error: {step_10}: No space left on device"
+    assert "Traceback" not in err and _steps(run / "checkpoints") == [5]
+    monkeypatch.undo()
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(run / "rnnx.lock.os"))
+
+    monkeypatch.setattr(checkpoint, "lock", read_only)
+    before = _hashes(run)
+    assert _train(text_file, run, 10) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == f"rnnx train: error: {run}/rnnx.lock.os: Read-only file system"
+    assert _hashes(run) == before
+    monkeypatch.undo()
+    assert _train(text_file, run, 10) == 0
+    assert f"resuming from step 5 of 10 (checkpoint {run.absolute()}/checkpoints/step_5)" in capsys.readouterr().err
+    # Checkpoints of another cell: config.json rewritten for an lstm (as a refused writer once did).
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(saved | {"cell": "lstm"}))
+    (run / "results.json").unlink()
+    assert _train(text_file, run, 10, "--cell", "lstm") == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.splitlines()[-1].startswith(
+        f"rnnx train: error: {run.absolute()}/checkpoints/step_10 holds a different architecture"
+    )
+    assert err.splitlines()[-1].endswith("Pass another --run-dir, or delete that one to start afresh")
+
+
+def test_jax_platforms_naming_a_missing_device_is_one_line():
+    platform = "cuda" if jax.default_backend() == "cpu" else "tpu"
+    done = subprocess.run(
+        [sys.executable, "-m", "rnnx", "gradients", "--length", "5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"JAX_PLATFORMS": platform},
+    )
+    assert done.returncode == 2 and done.stderr.startswith(
+        f"rnnx gradients: error: JAX could not start JAX_PLATFORMS={platform}"
+    ), done.stderr[-2000:]
+    assert len(done.stderr.splitlines()) == 1
+
+
+def test_a_run_that_did_not_learn_exits_3_after_its_results_and_a_tie_is_a_tie(capsys):
+    from rnnx.apps import summary
+    from rnnx.apps.config import LanguageModelConfig
+
+    result = {
+        "test_bits_per_char": 2.3601,
+        "ngram_test_bits_per_char": 2.3604,
+        "uniform_bits_per_char": 6.443,
+        "test_perplexity": 5.13,
+        "steps": 10,
+        "train_seconds": 1.0,
+        "ngram_order": 5,
+        "plot": None,
+        "sample": {"temperature": 0.8, "prompt": "a", "text": "b"},
+    }
+    summary.language_model(LanguageModelConfig(), result)
+    tie = "held-out 2.360 bits/char (perplexity 5.13), level with the 5-gram baseline's 2.360"
+    assert tie in capsys.readouterr().out
+    diverged = result | {"test_bits_per_char": 3.2996e32, "test_perplexity": math.inf}
+    with pytest.raises(summary.DidNotLearn, match=r"held-out 3\.300e\+32 bits/char is no better than a uniform"):
+        summary.language_model(LanguageModelConfig(), diverged)
+    assert "held-out 3.300e+32 bits/char (perplexity inf), 3.300e+32 behind" in capsys.readouterr().out
+
+
+def _interrupted_run(run_dir, text_file, signals: int):
+    """``rnnx train`` in a subprocess, sent ``signals`` SIGINTs once it trains; returns (exit code, stderr)."""
+    argv = ["train", "--dataset", str(text_file), "--steps", "100000", "--run-dir", str(run_dir), *TINY_LM]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rnnx", *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    log = run_dir / "metrics.jsonl"
+    for _ in range(600):
+        if log.exists() and log.stat().st_size:  # training: its first record is written
+            break
+        time.sleep(0.1)
+    for _ in range(signals):
+        process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    return process.returncode, err
+
+
+def test_ctrl_c_finishes_the_step_checkpoints_it_and_a_rerun_resumes_from_there(tmp_path, text_file, capsys):
+    code, err = _interrupted_run(tmp_path / "run", text_file, 1)
+    last = err.strip().splitlines()[-1]
+    assert code == 130 and "Traceback" not in err, err[-2000:]
+    step = int(re.fullmatch(r"rnnx train: interrupted at step (\d+); rerun the same command to resume", last)[1])
+    assert _steps(tmp_path / "run" / "checkpoints")[-1] == step
+    from rnnx.apps.cli import main
+
+    argv = ["train", "--dataset", str(text_file), "--run-dir", str(tmp_path / "run"), *TINY_LM]
+    assert main([*argv, "--steps", str(step + 2)]) == 0
+    assert f"resuming from step {step} of {step + 2}" in capsys.readouterr().err
+
+
+def test_a_second_ctrl_c_stops_at_once_and_one_outside_training_raises(monkeypatch, capsys):
+    """The handler itself (two signals sent at once may reach Python as one, so a subprocess cannot tell)."""
+    from rnnx.apps import interrupts
+
+    handler = interrupts.CtrlC("rnnx train")
+    with pytest.raises(KeyboardInterrupt):  # before the loop runs: nothing to finish
+        handler.handle(signal.SIGINT, None)
+    assert handler() is False  # fit asks after a step: from now on a step can be finished
+    handler.handle(signal.SIGINT, None)
+    assert handler() is True and "stopping after this step" in capsys.readouterr().err
+
+    def exit_now(code):
+        raise SystemExit(code)
+
+    monkeypatch.setattr(os, "_exit", exit_now)
+    with pytest.raises(SystemExit) as stopped:
+        handler.handle(signal.SIGINT, None)
+    assert stopped.value.code == 130 and capsys.readouterr().err == "rnnx train: interrupted again: stopping now\n"
+    after = interrupts.CtrlC("rnnx train")
+    after()
+    after.watch(lambda record: None)({"event": "trained", "step": 5, "message": "trained"})
+    with pytest.raises(KeyboardInterrupt):  # scoring the baselines: nothing to finish either
+        after.handle(signal.SIGINT, None)
+
+
+def test_a_step_pruned_while_it_is_read_is_not_damaged_and_the_newest_is_read(tmp_path, monkeypatch):
+    """As ``rnnx generate`` beside a run that trains: the step it reads is pruned meanwhile, and a newer one
+    written; it reads the newer one without calling anything damaged."""
+    directory = tmp_path / "run"
+    faulty_fit.run(directory, steps=10)  # steps 5 and 10
+    original, calls = checkpoint._restore_step, []
+
+    def pruned_meanwhile(manager, step, like, net):
+        calls.append(step)
+        if len(calls) == 1:  # the trainer writes step 15 and prunes step 10 while it is read
+            shutil.copytree(directory / "step_10", directory / "step_15")
+            shutil.rmtree(directory / "step_10")
+        return original(manager, step, like, net)
+
+    monkeypatch.setattr(checkpoint, "_restore_step", pruned_meanwhile)
+    loss_fn, _, params = faulty_fit.problem()
+    like = train.initial_state(train.make_train_step(loss_fn, train.default_optimizer()), params)
+    with checkpoint.manager(directory, read_only=True) as manager:
+        step, _, _ = checkpoint.restore_latest(manager, like, on_damaged=pytest.fail)
+    assert (calls, step) == ([10, 15], 15)
+
+
+def test_generate_streams_its_text_in_chunks_that_join_to_one_sample():
+    from rnnx.apps import models
+
+    model = models.language_model(rnnx.stacked(rnnx.gru(8)), 12, 4)
+    params = model.init(jax.random.key(0))
+    key = jax.random.key(1)
+    chunks = list(models.sample_chunks(model, params, [5, 6], length=250, key=key, chunk=100))
+    assert [len(c) for c in chunks] == [100, 100, 50]
+    whole = models.sample(model, params, [5, 6], length=250, key=key)
+    assert [t for c in chunks for t in c] == whole  # the tokens do not depend on the chunk size
+    endless = models.sample_chunks(model, params, [5, 6], length=None, key=key, chunk=50)
+    assert [t for _ in range(5) for t in next(endless)] == whole  # --length without bound streams on
+
+
 def test_pruning_keeps_the_newest_checkpoints_and_the_best_one(tmp_path):
     loss_fn, batches, params = faulty_fit.problem()
     scores = iter([3.0, 1.0, 2.0, 2.5])  # the best evaluation is the second, at step 10
@@ -382,3 +638,63 @@ def test_pruning_keeps_the_newest_checkpoints_and_the_best_one(tmp_path):
     assert _steps(tmp_path / "run") == [10, 20]
     with checkpoint.manager(tmp_path / "run", read_only=True) as manager:
         assert checkpoint.read_extra(manager, 20)["best_step"] == 10
+
+
+# ------------------------------------------------------------------------------------- fit's arguments
+
+_EVAL = train.Evaluation(lambda p: {"loss": 1.0}, every=5)
+BAD_ARGUMENTS = [
+    ({"clip_norm": -1.0}, "clip_norm must be a finite number >= 0, or None for no clipping; received -1.0"),
+    ({"clip_norm": math.inf}, "clip_norm must be a finite number >= 0, or None for no clipping; received inf"),
+    ({"clip_norm": math.nan}, "clip_norm must be a finite number >= 0, or None for no clipping; received nan"),
+    ({"clip_norm": "1"}, "clip_norm must be a finite number >= 0, or None for no clipping; received '1'"),
+    ({"log_every": 0}, "log_every must be a positive integer, received 0"),
+    ({"steps": 0}, "steps must be a positive integer, received 0"),
+    ({"steps": True}, "steps must be a positive integer, received True"),
+    ({"steps": 2.0}, "steps must be a positive integer, received 2.0"),
+    ({"evaluation": _EVAL._replace(every=0)}, "Evaluation.every must be a positive integer, received 0"),
+    ({"evaluation": _EVAL._replace(patience=0)}, "Evaluation.patience must be a positive integer, received 0"),
+    ({"evaluation": _EVAL._replace(mode="low")}, "mode must be 'min' or 'max', received 'low'"),
+    ({"on_nonfinite": "ignore"}, "on_nonfinite must be one of ('raise', 'skip_update'), received 'ignore'"),
+    ({"params": None}, "params must hold at least one array to train, received None"),
+    ({"params": {"w": {}}}, "params must hold at least one array to train, received {'w': {}}"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), BAD_ARGUMENTS, ids=[m[:40] for _, m in BAD_ARGUMENTS])
+def test_fit_refuses_an_argument_that_would_silently_go_wrong(kwargs, message):
+    loss_fn, batches, params = faulty_fit.problem()
+    with pytest.raises(ValueError) as caught:
+        train.fit(loss_fn, **({"params": params, "batches": batches, "steps": 5} | kwargs))
+    assert str(caught.value) == message
+
+
+def test_fit_refuses_batches_that_yield_none_and_says_when_they_run_out():
+    loss_fn, batches, params = faulty_fit.problem()
+    for empty in ([], iter([]), lambda epoch: []):
+        with pytest.raises(ValueError, match=r"batches(\(0\) returned no batches| yielded no batch)"):
+            train.fit(loss_fn, params, empty, steps=5)
+    with pytest.warns(UserWarning, match=r"training ended early: the batches ran out after 3 of 5 steps"):
+        short = train.fit(loss_fn, params, batches(0)[:3], steps=5)
+    assert (short.step, short.stopped_early, short.stop_reason) == (3, True, "the batches ran out after 3 of 5 steps")
+
+
+WRONG_RETURNS = [
+    ("evaluate", lambda p: 0.5, "Evaluation.evaluate must return a dict of scalars such as {'loss': 0.5}, received"),
+    ("evaluate", lambda p: {"acc": 0.5}, "Evaluation.monitor is 'loss', but evaluate returned only ['acc']"),
+    ("evaluate", lambda p: {"loss": jnp.ones(3)}, "Evaluation.evaluate must return scalars, but 'loss' is ArrayImpl"),
+    ("loss_fn", lambda p, b, k: jnp.sum(p["w"]), "loss_fn must return (loss, metrics), received an array of shape ()"),
+    ("loss_fn", lambda p, b, k: (p["w"], {}), "loss_fn must return a scalar loss in (loss, metrics), received shape"),
+]
+
+
+@pytest.mark.parametrize(("which", "function", "message"), WRONG_RETURNS, ids=[m[:40] for *_, m in WRONG_RETURNS])
+def test_a_loss_or_evaluation_of_the_wrong_form_is_named_in_one_line(which, function, message):
+    loss_fn, batches, params = faulty_fit.problem()
+    if which == "loss_fn":
+        loss_fn, evaluation = function, None
+    else:
+        evaluation = train.Evaluation(function, every=1)
+    with pytest.raises((TypeError, ValueError)) as caught:
+        train.fit(loss_fn, params, batches, steps=1, evaluation=evaluation)
+    assert str(caught.value).splitlines()[0].startswith(message)

@@ -126,7 +126,9 @@ def test_fit_takes_an_iterable_of_batches_and_resumes_it_bit_exactly(tmp_path):
     chex.assert_trees_all_equal(whole.last_params, resumed.last_params)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["step_15", "step_20"]  # max_to_keep
     short = train.fit(loss_fn, params, stream[:6], steps=20, on_log=(records := []).append, log_every=4)
-    assert short.step == 6 and [r["step"] for r in records] == [4, 6]  # a stream that runs out ends the fit
+    assert short.step == 6 and [r.get("step") for r in records] == [4, 6, None]  # a stream that runs out ends it
+    assert records[-1]["event"] == "batches_ran_out" and short.stopped_early  # and says so
+    assert short.stop_reason == "the batches ran out after 6 of 20 steps"
 
 
 def test_learning_rate_schedules():

@@ -12,11 +12,11 @@ rnnx params
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from rnnx.apps import config, scale
+from rnnx.apps import config, scale, summary
 from rnnx.apps.config import ClassifierConfig, ConfigError, LanguageModelConfig, add_config_flags, config_from_args
-from rnnx.apps.data import DataUnavailable, check_files, local_files, require_datasets
+from rnnx.apps.data import DataUnavailable, cache_note, check_files, is_text, local_files, require_datasets
 from rnnx.apps.scale import device_count as device_count
 from rnnx.core import CELLS
 from rnnx.training import distributed
@@ -36,12 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    lm = commands.add_parser(
-        "train",
-        help="train a language model (default) or a classifier; ends with metrics",
-        epilog="With --task lm the command line's own defaults replace the config's shown below: "
-        + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in LM_DEFAULTS.items()),
-    )
+    lm = commands.add_parser("train", help="train a language model (default) or a classifier; ends with metrics")
     lm.add_argument("--task", choices=["lm", "classify"], default="lm")
     lm.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     lm.add_argument(
@@ -52,20 +47,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lm.add_argument("--cell", choices=sorted(CELLS), default=None, help="default gru (lm), simple_rnn (classify)")
     lm.add_argument("--hidden", type=int, default=None, help="default 128 (lm), 64 (classify)")
-    lm.add_argument(
-        "--steps", type=int, default=None, help=f"updates (default {LM_DEFAULTS['steps']}; the examples run longer)"
-    )
+    lm.add_argument("--steps", type=int, default=None, help="updates, default 1800 (lm), 300 (classify)")
     lm.add_argument("--run-dir", default=None)
     seen = {"dataset", "cell", "hidden", "steps", "run_dir"}
     for config_class, title in ((LanguageModelConfig, "--task lm"), (ClassifierConfig, "--task classify")):
         group = lm.add_argument_group(f"{title} (shared flags are listed once)")
         seen |= add_config_flags(group, config_class, skip=seen)
     scale.add_scale_flags(lm.add_argument_group("scale out (run settings: a run resumes with other values)"))
+    tasks: dict[str, tuple[type, Mapping[str, object]]] = {
+        "lm": (LanguageModelConfig, LM_DEFAULTS),
+        "classify": (ClassifierConfig, CLASSIFIER_DEFAULTS),
+    }
+    notes = config.default_notes(tasks)  # the defaults a run gets, the command line's own included
+    for action in lm._actions:
+        if action.dest in notes and (action.help is None or action.help.startswith("default")):
+            action.help = notes[action.dest]
 
     gen = commands.add_parser("generate", help="sample text from a trained language model's run directory")
     gen.add_argument("--run-dir", default="runs/language_model")
     gen.add_argument("--prompt", default="ROMEO.\n")
-    gen.add_argument("--length", type=int, default=400)
+    gen.add_argument("--length", type=int, default=400, help="characters, printed as they are drawn (default 400)")
     gen.add_argument("--temperature", type=float, default=0.8)
     gen.add_argument("--seed", type=int, default=0)
 
@@ -88,29 +89,40 @@ def _train_config(args):
     )
     cfg = config_from_args(args, config_class, **defaults)
     config.validate(cfg)
-    paths = local_files(cfg.dataset)
+    shipped = cfg.dataset in ("shakespeare", *config.CLASSIFICATION_SETS)  # a name, even if a file is called so
+    paths = None if shipped else local_files(cfg.dataset)
     if paths is not None:
-        check_files(paths)
-    if cfg.dataset != "shakespeare":  # the shipped text is read without datasets; every other source needs it
+        limit = getattr(cfg, "max_dataset_mb", None)  # the language model holds its text in memory
+        check_files(paths, max_bytes=None if limit is None else limit << 20)
+    lm_text = args.task == "lm" and (cfg.dataset == "shakespeare" or (paths is not None and is_text(paths)))
+    if not lm_text:  # the language model reads the shipped text and text files itself; the rest needs datasets
         require_datasets(f"--dataset {cfg.dataset}")
-    for note in config.warnings(cfg) if distributed.is_lead() else ():
+    lead = distributed.is_lead()
+    for note in config.warnings(cfg) if lead else ():
         print(f"rnnx train: warning: {note}", file=sys.stderr)
+    if paths is not None and not lm_text and lead:
+        print(f"rnnx train: note: {cache_note(paths)}", file=sys.stderr)
     return cfg
 
 
 def _train(args) -> dict:
     devices = scale.device_flag(args.devices)
     scale.join(args)  # before any other JAX computation
+    scale.check_backend()
     cfg = _train_config(args)
     mesh = scale.data_mesh(devices, cfg.batch_size)  # before any data is read
     lead = distributed.is_lead()
-    from rnnx.apps import experiments
+    from rnnx.apps import experiments, interrupts
     from rnnx.apps.console import progress_bar, say
     from rnnx.training import NonFiniteError
 
     try:
-        with progress_bar(cfg.steps, enabled=args.progress and lead, bits=args.task == "lm") as on_log:
-            result = experiments.run(cfg, data_mesh=mesh, on_log=on_log, say=say)  # cfg validated above
+        with (
+            progress_bar(cfg.steps, enabled=args.progress and lead, bits=args.task == "lm") as on_log,
+            interrupts.ctrl_c("rnnx train") as ctrl_c,
+        ):
+            on_log = ctrl_c.watch(on_log)
+            result = experiments.run(cfg, data_mesh=mesh, on_log=on_log, say=say, interrupt=ctrl_c)  # validated above
     except NonFiniteError as error:
         raise RunFailed(
             f"{error} (this run: --learning-rate {cfg.learning_rate}, --clip-norm {cfg.clip_norm}, --schedule "
@@ -118,43 +130,8 @@ def _train(args) -> dict:
         ) from None
     if not lead:
         return result
-    if args.task == "lm":
-        _print_language_model(cfg, result)
-    else:
-        if result["test_accuracy"] <= result["majority_accuracy"]:
-            say(
-                f"warning: test accuracy {result['test_accuracy']:.4f} is no better than always predicting the "
-                f"majority class ({result['majority_accuracy']:.4f}): the model did not learn (--learning-rate "
-                f"{cfg.learning_rate} too high or too low?)"
-            )
-        print(
-            f"{cfg.cell} classifier on {cfg.dataset}, {result['steps']} steps: test accuracy "
-            f"{result['test_accuracy']:.4f}; majority {result['majority_accuracy']:.4f}; bag-of-words logistic "
-            f"regression {result['bow_logreg_accuracy']:.4f}. Results in {cfg.run_dir}/results.json"
-        )
+    (summary.language_model if args.task == "lm" else summary.classifier)(cfg, result)
     return result
-
-
-def _print_language_model(cfg, result: dict) -> None:
-    rnn, ngram = result["test_bits_per_char"], result["ngram_test_bits_per_char"]
-    if rnn >= result["uniform_bits_per_char"]:
-        from rnnx.apps.console import say
-
-        say(
-            f"warning: held-out {rnn:.4g} bits/char is no better than a uniform guess "
-            f"({result['uniform_bits_per_char']:.3f}): the model diverged or did not learn (--learning-rate "
-            f"{cfg.learning_rate} too high?)"
-        )
-    verdict = "ahead of" if rnn < ngram else "behind"
-    sample = result["sample"]
-    print(f"sample (temperature {sample['temperature']}):\n{sample['prompt']}{sample['text']}\n")
-    print(
-        f"{cfg.cell} language model, {result['steps']} steps in {result['train_seconds']} s: held-out "
-        f"{rnn:.3f} bits/char (perplexity {result['test_perplexity']:.2f}), {abs(ngram - rnn):.3f} {verdict} the "
-        f"{result['ngram_order']}-gram baseline's {ngram:.3f}; uniform {result['uniform_bits_per_char']:.3f}."
-    )
-    plot = f", loss curve in {result['plot']}" if result["plot"] else ""
-    print(f"Results in {cfg.run_dir}/results.json{plot}")
 
 
 def _generate(args) -> str:
@@ -165,6 +142,7 @@ def _generate(args) -> str:
     from rnnx.apps import experiments
 
     experiments.language_model_config(args.run_dir)  # what the directory holds, before any array is read
+    scale.check_backend()
     import jax
 
     from rnnx.apps import models
@@ -172,25 +150,32 @@ def _generate(args) -> str:
     from rnnx.apps.data import SPECIALS
 
     model, params, vocab = experiments.restore_language_model(args.run_dir, say=say)
-    prompt = vocab.encode(args.prompt)
-    ids = models.sample(
+    unknown = sorted({c for c in args.prompt if c not in vocab.index})
+    if unknown:
+        say(f"warning: --prompt characters {unknown} are not in the run's vocabulary; they are read as <unk>")
+    chunks = models.sample_chunks(
         model,
         params,
-        prompt,
+        vocab.encode(args.prompt),
         length=args.length,
         key=jax.random.key(args.seed),
         temperature=args.temperature,
         exclude=range(len(SPECIALS)),
     )
-    text = args.prompt + vocab.decode(ids)
-    print(text)
-    return text
+    print(args.prompt, end="", flush=True)
+    text = [args.prompt]
+    for ids in chunks:  # printed as they are drawn
+        text.append(vocab.decode(ids))
+        print(text[-1], end="", flush=True)
+    print()
+    return "".join(text)
 
 
 def _gradients(args) -> dict:
     """Gradient flow of a freshly initialised cell on random inputs: log10 norms at a few steps."""
     config.positive_integer("--hidden", args.hidden)
     config.positive_integer("--length", args.length)
+    scale.check_backend()
     import jax
     import jax.numpy as jnp
 
@@ -256,19 +241,43 @@ class RunFailed(RuntimeError):
     run directory in use); the message is one line and says what to do."""
 
 
+def _os_error(error: OSError) -> str:
+    """One line: the path and the reason (``No space left on device``, ``Read-only file system``, ...)."""
+    reason = error.strerror or str(error)
+    return f"{error.filename}: {reason}" if error.filename else reason
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from rnnx.training import NonFiniteError
-    from rnnx.training.checkpoint import CheckpointError
+    from rnnx.apps.interrupts import EXIT_CODE
+    from rnnx.training import Interrupted, NonFiniteError
+    from rnnx.training.checkpoint import CheckpointError, CheckpointMismatch
+
+    def fail(message: str, code: int) -> int:
+        print(f"rnnx {args.command}: error: {message}", file=sys.stderr)
+        return code
 
     try:
         {"train": _train, "generate": _generate, "gradients": _gradients, "params": _params}[args.command](args)
     except (ConfigError, DataUnavailable) as error:  # bad input or unavailable data; anything else is a bug
-        print(f"rnnx {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return fail(str(error), 2)
     except (RunFailed, NonFiniteError, CheckpointError) as error:
-        print(f"rnnx {args.command}: error: {error}", file=sys.stderr)
-        return 1
+        return fail(str(error), 1)
+    except CheckpointMismatch as error:
+        return fail(f"{error}. Pass another --run-dir, or delete that one to start afresh", 1)
+    except OSError as error:  # the disk: full, read-only, ...; the checkpoints written before are intact
+        return fail(_os_error(error), 1)
+    except summary.DidNotLearn as error:
+        return fail(str(error), 3)
+    except Interrupted as interrupted:
+        print(
+            f"rnnx {args.command}: interrupted at step {interrupted.step}; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return EXIT_CODE
+    except KeyboardInterrupt:
+        print(f"rnnx {args.command}: interrupted", file=sys.stderr)
+        return EXIT_CODE
     return 0
 
 

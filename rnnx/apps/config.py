@@ -7,7 +7,7 @@ them back with :func:`config_from_args`.
 import argparse
 import dataclasses
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, TypeVar
 
 from rnnx.apps.data import SPECIALS
@@ -77,6 +77,7 @@ class LanguageModelConfig:
     ngram_orders: tuple = (3, 4, 5, 6)
     seed: int = 0
     run_dir: str = "runs/language_model"
+    max_dataset_mb: int = 512  # a larger text file is refused: it is held in memory whole, several times over
 
 
 _Config = TypeVar("_Config", ClassifierConfig, LanguageModelConfig)
@@ -103,6 +104,7 @@ _POSITIVE_INTEGERS = (
     "patience",
     "checkpoint_every",
     "keep_checkpoints",
+    "max_dataset_mb",
 )
 
 
@@ -121,6 +123,8 @@ def positive_number(name: str, value: object) -> None:
 def validate(config: "ClassifierConfig | LanguageModelConfig") -> None:
     """Raise :class:`ConfigError` for a setting no run could use, before any data is read. The message
     names the setting by its flag (``--batch-size``), the values allowed and the value received."""
+    if not isinstance(config.run_dir, str) or not config.run_dir.strip():
+        raise ConfigError(f"--run-dir must name a directory, received {config.run_dir!r}")
     if config.cell not in CELLS:
         raise ConfigError(f"--cell must be one of {sorted(CELLS)}, received {config.cell!r}")
     if config.schedule not in SCHEDULES:
@@ -192,6 +196,23 @@ def add_config_flags(
     return added
 
 
+def default_notes(tasks: Mapping[str, tuple[type, Mapping[str, object]]]) -> dict[str, str]:
+    """``{field: "default 64 (lm), 128 (classify)"}`` over the tasks' config classes and the command line's own
+    defaults for each (``{task: (config_class, overrides)}``): the defaults a run really gets, for ``--help``."""
+    by_field: dict[str, dict[str, object]] = {}
+    for task, (config_class, overrides) in tasks.items():
+        for field in dataclasses.fields(config_class):
+            by_field.setdefault(field.name, {})[task] = overrides.get(field.name, field.default)
+    notes = {}
+    for name, defaults in by_field.items():
+        values = list(defaults.values())
+        same = len(defaults) == len(tasks) and all(v == values[0] for v in values)
+        notes[name] = (
+            f"default {values[0]!r}" if same else "default " + ", ".join(f"{v!r} ({t})" for t, v in defaults.items())
+        )
+    return notes
+
+
 def config_from_args(args: argparse.Namespace, config_class: type[_Config], **defaults: Any) -> _Config:
     """``config_class`` from the flags given on the command line, else ``defaults``, else its own defaults."""
     names = {f.name for f in dataclasses.fields(config_class)}
@@ -207,6 +228,7 @@ __all__ = [
     "LanguageModelConfig",
     "add_config_flags",
     "config_from_args",
+    "default_notes",
     "flag",
     "positive_integer",
     "positive_number",

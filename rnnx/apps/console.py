@@ -21,7 +21,8 @@ def say(message: str) -> None:
 def progress_bar(total: int, *, enabled: bool = True, bits: bool = False) -> Iterator[OnLog]:
     """A tqdm bar over ``total`` steps; yields an ``on_log`` for :func:`rnnx.training.fit` that moves it to
     each record's step and shows the latest training loss, gradient norm and evaluation together, and
-    prints fit's notes (resuming, a damaged checkpoint skipped) above it.
+    prints fit's notes (resuming, a damaged checkpoint skipped) above it. The ``"trained"`` note of
+    :func:`rnnx.apps.experiments.run` closes it, so that its clock stops while the baselines are scored.
 
     ``bits``: the loss is a mean NLL per character, shown in bits per character, the unit of evaluation.
     """
@@ -34,6 +35,8 @@ def progress_bar(total: int, *, enabled: bool = True, bits: bool = False) -> Ite
         def on_log(record: dict) -> None:
             if "event" in record:  # a note from fit: resuming, finished, a damaged checkpoint skipped
                 bar.write(record["message"], file=sys.stderr)
+                if record["event"] == "trained":  # what follows (the baselines) shows its own progress
+                    bar.close()
                 return
             if "eval" in record:
                 shown.update({f"eval {k.replace('_per_', '/')}": f"{v:.4g}" for k, v in record["eval"].items()})

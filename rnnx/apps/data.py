@@ -14,12 +14,21 @@ import importlib
 import json
 import os
 import re
+import socket
 import types
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
+
+from rnnx.apps.data_files import FORMATS
+from rnnx.apps.data_files import DataUnavailable as DataUnavailable
+from rnnx.apps.data_files import check_files as check_files
+from rnnx.apps.data_files import is_text as is_text
+from rnnx.apps.data_files import local_files as local_files
+from rnnx.apps.data_files import read_text as read_text
 
 if TYPE_CHECKING:
     import datasets
@@ -27,11 +36,11 @@ if TYPE_CHECKING:
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)
 _WORD = re.compile(r"\w+(?:'\w+)?|[^\w\s]")
-_FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
-
-
-class DataUnavailable(RuntimeError):
-    """A dataset could not be loaded; the message says why and what to do instead."""
+_OFFLINE = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+_LOCAL_HINT = (
+    "The Hub needs network access. Pass local files instead, e.g. --dataset train.csv "
+    "(csv/tsv/json/jsonl/parquet/txt, with a text column and a label column)."
+)
 
 
 class MissingExtra(DataUnavailable, ImportError):
@@ -111,40 +120,24 @@ class Vocab:
         return cls(data["tokens"], data["level"])
 
 
-def local_files(source: str) -> list[Path] | None:
-    """The paths in ``source`` when it names local files (comma-separated, known suffixes), else None."""
-    paths = [Path(p) for p in source.split(",")]
-    return paths if all(p.suffix in _FORMATS for p in paths) else None
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub can be asked at all: not offline by ``HF_HUB_OFFLINE`` or
+    ``HF_DATASETS_OFFLINE``, and its host answers a TCP connection within ``timeout_s`` (so that an offline
+    machine fails at once instead of retrying for half a minute)."""
+    if any(os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE") for name in _OFFLINE):
+        return False
+    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or ""
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
 
 
-def check_files(paths: Sequence[Path]) -> None:
-    """Raise :class:`DataUnavailable` for a path that is missing, not a file, empty, or not UTF-8 text
-    (parquet is binary by design and only checked for existence); the message names ``--dataset``."""
-    for path in paths:
-        if not path.exists():
-            raise DataUnavailable(f"--dataset file not found: {path}")
-        if not path.is_file():
-            raise DataUnavailable(f"--dataset must be a file, received the directory {path}")
-        if path.stat().st_size == 0:
-            raise DataUnavailable(f"--dataset file is empty: {path}")
-        if _FORMATS[path.suffix] == "parquet":
-            continue
-        with path.open("rb") as f:
-            head = f.read(1 << 16)
-        if b"\0" in head or not _is_utf8(head, cut=len(head) == 1 << 16):
-            raise DataUnavailable(f"--dataset file is binary, not UTF-8 text: {path}")
-
-
-def _is_utf8(head: bytes, *, cut: bool) -> bool:
-    """Whether ``head`` decodes; when it was ``cut`` from a longer file, a character split at its end is not
-    a fault (up to 3 bytes of one are dropped)."""
-    for drop in range(4 if cut else 1):
-        try:
-            head[: len(head) - drop].decode("utf-8")
-            return True
-        except UnicodeDecodeError:
-            continue
-    return False
+def cache_note(paths: Sequence[Path]) -> str:
+    """Where Hugging Face ``datasets`` keeps its converted copy of local ``paths``: said, not done silently."""
+    cache = require_datasets("reading local files").config.HF_DATASETS_CACHE
+    return f"Hugging Face datasets keeps a converted copy of {', '.join(map(str, paths))} in {cache}"
 
 
 @overload
@@ -154,26 +147,33 @@ def load(source: str, *, split: None = None, **kwargs: Any) -> "datasets.Dataset
 def load(source: str, *, split: str | None = None, **kwargs: Any) -> "datasets.Dataset | datasets.DatasetDict":
     """A ``datasets.DatasetDict`` (or ``Dataset`` with ``split``) from a Hub name or local files.
 
-    ``source`` is a Hub dataset name such as ``"stanfordnlp/imdb"``, or a local csv/tsv/json/jsonl/parquet/
-    txt file (or a comma-separated list of them). Offline, a Hub name raises :class:`DataUnavailable`
-    saying so and showing how to pass local files instead.
+    ``source`` is a local csv/tsv/json/jsonl/parquet/txt file (any existing path, whatever its name; without a
+    known suffix, text), a comma-separated list of them, or else a Hub dataset name such as
+    ``"stanfordnlp/imdb"``. A Hub name that cannot be loaded (offline: at once, without retries) raises
+    :class:`DataUnavailable` saying so and showing how to pass local files instead. ``datasets`` keeps a
+    converted copy of local files in its cache (:func:`cache_note` says where).
     """
     datasets = require_datasets(f"loading {source!r}")
     paths = local_files(source)
     if paths is not None:
         check_files(paths)
-        formats = {_FORMATS[p.suffix] for p in paths}
+        formats = {FORMATS.get(p.suffix, "text") for p in paths}
         if len(formats) > 1:
             raise DataUnavailable(f"local files must share one format, received {sorted(formats)}")
         extra = {"delimiter": "\t"} if paths[0].suffix == ".tsv" else {}
         return datasets.load_dataset(formats.pop(), data_files=[str(p) for p in paths], split=split, **extra, **kwargs)
+    not_here = f"there is no file {source!r} here either"
+    if not hub_reachable():
+        raise DataUnavailable(
+            f"could not load {source!r} from the Hugging Face Hub: it cannot be reached (offline, or "
+            f"HF_HUB_OFFLINE is set), and {not_here}. {_LOCAL_HINT}"
+        )
     try:
         return datasets.load_dataset(source, split=split, **kwargs)
-    except (ConnectionError, OSError) as error:  # offline: ConnectionError, or OfflineModeIsEnabled (an OSError)
+    except (ConnectionError, OSError, ValueError) as error:  # offline, not on the Hub, or not a valid Hub name
         raise DataUnavailable(
-            f"could not load {source!r} from the Hugging Face Hub ({type(error).__name__}: {error}). "
-            "The Hub needs network access. Pass local files instead, e.g. --dataset train.csv "
-            "(csv/tsv/json/jsonl/parquet/txt, with a text column and a label column)."
+            f"could not load {source!r} from the Hugging Face Hub ({type(error).__name__}: {error}), and "
+            f"{not_here}. {_LOCAL_HINT}"
         ) from None
 
 
@@ -284,11 +284,15 @@ __all__ = [
     "DataUnavailable",
     "MissingExtra",
     "Vocab",
+    "cache_note",
     "check_files",
     "encode",
+    "hub_reachable",
+    "is_text",
     "load",
     "local_files",
     "padded_batches",
+    "read_text",
     "require_datasets",
     "stream_windows",
     "tokenize",

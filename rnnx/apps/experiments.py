@@ -31,7 +31,7 @@ from rnnx.apps.language_modelling import restore_language_model as restore_langu
 from rnnx.apps.task import optimizer
 from rnnx.core.deprecation import MESH_RENAME, renamed_argument
 from rnnx.training import distributed
-from rnnx.training.loop import OnLog
+from rnnx.training.loop import OnLog, emit
 
 _Config = TypeVar("_Config", ClassifierConfig, LanguageModelConfig)
 
@@ -51,6 +51,7 @@ def run(
     data_mesh: jax.sharding.Mesh | None = None,
     on_log: OnLog | None = None,
     say: Callable[[str], None] = _quiet,
+    interrupt: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Run the experiment ``cfg`` describes, already validated (:func:`rnnx.apps.config.validate`); return
     its results (also written to ``run_dir/results.json``). A finished run's saved results are returned as
@@ -60,38 +61,47 @@ def run(
     over several processes, each feeds its rows (lanes) of every global batch, together the one-process
     run's, and evaluates on its own copy of the params. ``on_log`` receives :func:`rnnx.training.fit`'s
     records (they also go to ``metrics.jsonl``); ``say`` receives notes on the data and on what runs next.
-    Only process 0 writes files and calls ``on_log`` and ``say``.
+    Only process 0 writes files (holding the run directory's lock, :func:`rnnx.apps.run_dir.writing`) and
+    calls ``on_log`` and ``say``. ``interrupt``: passed to :func:`rnnx.training.fit` (a Ctrl-C handler's).
     """
     task = _TASKS[type(cfg)]
     lead = distributed.is_lead()
     say = say if lead else _quiet
-    data = task.load(cfg)
-    directory = run_dir.prepare(cfg)  # only once the data is known to be usable
+    directory = run_dir.check(cfg)  # reads only: a refused run writes nothing
     if (finished := run_dir.finished(directory, cfg, say)) is not None:
         return finished
-    vocab = task.vocabulary(cfg, data)
-    if lead:
-        vocab.save(directory / "vocab.json")
-    setup = task.build(cfg, data, vocab, lanes(cfg.batch_size, data_mesh), say)
-    started = time.perf_counter()
-    result = train.fit(
-        setup.loss_fn,
-        setup.params,
-        setup.batches,
-        steps=cfg.steps,
-        optimizer=optimizer(cfg),
-        clip_norm=cfg.clip_norm or None,
-        seed=cfg.seed,
-        initial_carry=setup.initial_carry,
-        evaluation=setup.evaluation,
-        checkpoints=run_dir.checkpoints(directory, cfg, setup.net),
-        on_log=run_dir.log_to(directory, on_log) if lead else _quiet,
-        on_nonfinite=cfg.on_nonfinite,
-        data_mesh=data_mesh,
-    )
-    results = setup.report(result, time.perf_counter() - started, directory if lead else None)
-    if lead:
-        run_dir.write_results(directory, results)
+    data = task.load(cfg)
+    with run_dir.writing(cfg, say) as directory:  # only once the data is known to be usable
+        if (finished := run_dir.finished(directory, cfg, say)) is not None:  # by another process meanwhile
+            return finished
+        vocab = task.vocabulary(cfg, data)
+        if lead:
+            vocab.save(directory / "vocab.json")
+        setup = task.build(cfg, data, vocab, lanes(cfg.batch_size, data_mesh), say)
+        started = time.perf_counter()
+        result = train.fit(
+            setup.loss_fn,
+            setup.params,
+            setup.batches,
+            steps=cfg.steps,
+            optimizer=optimizer(cfg),
+            clip_norm=cfg.clip_norm or None,
+            seed=cfg.seed,
+            initial_carry=setup.initial_carry,
+            evaluation=setup.evaluation,
+            checkpoints=run_dir.checkpoints(directory, cfg, setup.net),
+            on_log=run_dir.log_to(directory, on_log) if lead else _quiet,
+            on_nonfinite=cfg.on_nonfinite,
+            data_mesh=data_mesh,
+            interrupt=interrupt,
+        )
+        seconds = time.perf_counter() - started
+        if on_log is not None and lead:  # not in metrics.jsonl: a progress bar closes here
+            message = f"trained {result.step} steps in {seconds:.1f} s; scoring the held-out data and the baselines"
+            emit(on_log, {"step": result.step, "event": "trained", "message": message})
+        results = setup.report(result, seconds, directory if lead else None)
+        if lead:
+            run_dir.write_results(directory, results)
     return results
 
 

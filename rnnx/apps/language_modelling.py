@@ -43,16 +43,22 @@ def load(cfg: LanguageModelConfig) -> Texts:
 
 def _load_text(cfg: LanguageModelConfig):
     """``(train, validation, test)`` strings. Shakespeare holds out whole texts: every 7th (from the 3rd)
-    for test and every 7th (from the 6th) for validation; local files hold out their last 10% / 5%."""
+    for test and every 7th (from the 6th) for validation; local files hold out their last 10% / 5%. Text files
+    are read here, in bounded blocks (``datasets`` and its cache are for the other formats)."""
     if cfg.dataset == "shakespeare":
         texts = [row["text"] for row in corpora.shakespeare_rows()]
         test = [t for i, t in enumerate(texts) if i % 7 == 2]
         val = [t for i, t in enumerate(texts) if i % 7 == 5]
         rest = [t for i, t in enumerate(texts) if i % 7 not in (2, 5)]
         return "\n".join(rest), "\n".join(val), "\n".join(test)
-    ds = data.load(cfg.dataset, split="train")
-    column = "text" if "text" in ds.column_names else ds.column_names[0]
-    text = "\n".join(ds[column])
+    paths = data.local_files(cfg.dataset)
+    if paths is not None and data.is_text(paths):
+        data.check_files(paths, max_bytes=cfg.max_dataset_mb << 20)
+        text = data.read_text(paths)
+    else:
+        ds = data.load(cfg.dataset, split="train")
+        column = "text" if "text" in ds.column_names else ds.column_names[0]
+        text = "\n".join(ds[column])
     a, b = int(len(text) * 0.85), int(len(text) * 0.9)
     return text[:a], text[a:b], text[b:]
 

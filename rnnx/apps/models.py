@@ -4,8 +4,9 @@ Params are dicts ``{"embed": (v, e), "rnn": stack params, "out_w": (o, c), "out_
 recurrent equations stay in :mod:`rnnx.core.cells`, the sequence logic in :func:`rnnx.unroll`.
 """
 
+import functools
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -108,10 +109,51 @@ def sample(
     temperature: float = 1.0,
     exclude: Iterable[int] = (),
 ) -> list[int]:
-    """Continue ``prompt_ids`` by ``length`` tokens drawn from ``softmax(logits / temperature)``.
+    """Continue ``prompt_ids`` by ``length`` tokens drawn from ``softmax(logits / temperature)``: the
+    tokens of :func:`sample_chunks`, joined. Returns the generated ids (without the prompt) as a list of ints."""
+    chunks = sample_chunks(model, params, prompt_ids, length=length, key=key, temperature=temperature, exclude=exclude)
+    return [token for chunk in chunks for token in chunk]
 
-    ``exclude``: token ids never drawn (e.g. the vocabulary's special tokens).
-    Returns the generated ids (without the prompt) as a list of ints.
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _draw(
+    model: Model,
+    chunk: int,
+    params: ModelParams,
+    state: tuple[jax.Array, tuple[Carry, ...]],
+    start: int,
+    key: Key,
+    banned: jax.Array,
+    temperature: float,
+) -> tuple[tuple[jax.Array, tuple[Carry, ...]], jax.Array]:
+    """``chunk`` tokens from ``state`` = (last logits, carry), token ``t`` drawn with ``fold_in(key, t)``;
+    compiled once per model and chunk size."""
+
+    def step(state: tuple[jax.Array, tuple[Carry, ...]], t: jax.Array) -> tuple[Any, jax.Array]:
+        logits, carry = state
+        token = jax.random.categorical(jax.random.fold_in(key, t), jnp.where(banned, -jnp.inf, logits / temperature))
+        logits, carry = model.apply(params, token[:, None], carry)
+        return (logits[:, -1], carry), token[0]
+
+    return jax.lax.scan(step, state, start + jnp.arange(chunk))
+
+
+def sample_chunks(
+    model: Model,
+    params: ModelParams,
+    prompt_ids: Iterable[int] | np.ndarray | jax.Array,
+    *,
+    length: int | None,
+    key: Key,
+    temperature: float = 1.0,
+    exclude: Iterable[int] = (),
+    chunk: int = 100,
+) -> Iterator[list[int]]:
+    """Continue ``prompt_ids`` by ``length`` tokens (None: without end), yielded as they are drawn, ``chunk``
+    at a time (one compiled scan for every chunk; memory does not grow with ``length``).
+
+    ``exclude``: token ids never drawn (e.g. the vocabulary's special tokens). Token ``t`` is drawn with
+    ``fold_in(key, t)``, so the tokens do not depend on ``chunk``.
 
     The prompt is folded into ``key``: with one key, two prompts would otherwise draw the same uniform
     numbers at every step (the Gumbel noise of ``categorical``), and once the model's distributions agree,
@@ -123,16 +165,12 @@ def sample(
     logits, carry = model.apply(params, jnp.asarray(prompt_ids, jnp.int32)[None])
     banned = jnp.zeros(logits.shape[-1], bool).at[jnp.asarray(list(exclude), jnp.int32)].set(True)
 
-    def step(
-        state: tuple[jax.Array, tuple[Carry, ...]], key: Key
-    ) -> tuple[tuple[jax.Array, tuple[Carry, ...]], jax.Array]:
-        logits, carry = state
-        token = jax.random.categorical(key, jnp.where(banned, -jnp.inf, logits / temperature))
-        logits, carry = model.apply(params, token[:, None], carry)
-        return (logits[:, -1], carry), token[0]
-
-    _, tokens = jax.lax.scan(step, (logits[:, -1], carry), jax.random.split(key, length))
-    return [int(t) for t in tokens]
+    state, done = (logits[:, -1], carry), 0
+    while length is None or done < length:
+        state, tokens = _draw(model, chunk, params, state, done, key, banned, temperature)
+        take = chunk if length is None else min(chunk, length - done)
+        yield [int(t) for t in tokens[:take]]
+        done += take
 
 
 __all__ = [
@@ -140,4 +178,5 @@ __all__ = [
     "classifier",
     "language_model",
     "sample",
+    "sample_chunks",
 ]

@@ -3,12 +3,15 @@
 ``vocab.json``).
 
 Rerunning a run's command resumes it from its newest checkpoint, and rerunning a finished run with more
-``--steps`` trains on from there, when its learning rate is constant. Only the lead process writes.
+``--steps`` trains on from there, when its learning rate is constant. Only the lead process writes, and only
+while it holds the directory's lock (:func:`writing`): a process refused it leaves every byte as it was, and a
+finished run is read, never written.
 """
 
+import contextlib
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +24,46 @@ from rnnx.training.loop import OnLog
 Config = ClassifierConfig | LanguageModelConfig
 
 # Settings a rerun may change: they steer how the run goes on, not what it has computed so far.
-_FREE = {"patience", "run_dir", "checkpoint_every", "keep_checkpoints", "on_nonfinite"}
+_FREE = {"patience", "run_dir", "checkpoint_every", "keep_checkpoints", "on_nonfinite", "max_dataset_mb"}
 
 
-def prepare(cfg: Config) -> Path:
-    """``cfg.run_dir``, made, with ``cfg`` saved there as ``config.json``.
+def check(cfg: Config) -> Path:
+    """``cfg.run_dir``, after checking, reading only, that a run with ``cfg`` may use it.
 
     A directory holding checkpoints resumes from them (``fit`` does that), so it must hold the same settings;
-    only ``patience``, the checkpoint and non-finite policies and, with a constant learning rate, ``steps``
-    ("train on") may change. Anything else is a :class:`ConfigError` naming the settings that differ.
+    only ``patience``, the checkpoint and non-finite policies, the dataset size limit and, with a constant
+    learning rate, ``steps`` ("train on") may change. Anything else is a :class:`ConfigError` naming the
+    settings that differ, as is a ``run_dir`` that is a file.
     """
     run_dir = Path(cfg.run_dir)
-    settings = json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples as lists, as saved
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--run-dir must be a directory, received the file {run_dir}")
     saved_path = run_dir / "config.json"
     if saved_path.exists() and latest_step(run_dir / "checkpoints") is not None:
-        _check_unchanged(run_dir, json.loads(saved_path.read_text()), settings)
-    distributed.barrier("rnnx: run directory read")  # each read it before process 0 writes to it
-    if distributed.is_lead():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        saved_path.write_text(json.dumps(settings, indent=1))
+        _check_unchanged(run_dir, json.loads(saved_path.read_text()), _settings(cfg))
     return run_dir
+
+
+@contextlib.contextmanager
+def writing(cfg: Config, say: Callable[[str], None]) -> Iterator[Path]:
+    """Hold ``cfg.run_dir``'s lock (``rnnx.lock``, as ``fit`` holds its checkpoints'), check the settings
+    again under it and save ``cfg`` as ``config.json``, for the ``with`` block: the only way into a run
+    directory. A process refused the lock (:class:`rnnx.training.checkpoint.CheckpointError`) or the
+    settings (:class:`ConfigError`) has written nothing. In a multi-process job, process 0 holds the lock
+    and writes; the others only read."""
+    lead = distributed.is_lead()
+    with checkpoint.lock(cfg.run_dir, enabled=lead, on_stale=say):
+        run_dir = check(cfg)  # again: another process may have written here since the first check
+        distributed.barrier("rnnx: run directory read")  # each read it before process 0 writes to it
+        settings = json.dumps(_settings(cfg), indent=1)
+        saved_path = run_dir / "config.json"
+        if lead and not (saved_path.exists() and saved_path.read_text() == settings):
+            saved_path.write_text(settings)
+        yield run_dir
+
+
+def _settings(cfg: Config) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))  # tuples as lists, as saved
 
 
 def _check_unchanged(run_dir: Path, saved: dict, settings: dict) -> None:
@@ -124,4 +147,4 @@ def write_results(run_dir: Path, results: dict[str, Any]) -> None:
     (run_dir / "results.json").write_text(json.dumps(results, indent=1))
 
 
-__all__ = ["checkpoints", "finished", "latest_step", "log_to", "prepare", "write_results"]
+__all__ = ["check", "checkpoints", "finished", "latest_step", "log_to", "write_results", "writing"]

@@ -123,4 +123,21 @@ def data_mesh(devices: Devices, batch_size: int) -> "jax.sharding.Mesh | None":
     return jax.sharding.Mesh(np.array(chosen), ("data",))
 
 
-__all__ = ["add_scale_flags", "data_mesh", "device_count", "device_flag", "join"]
+def check_backend() -> None:
+    """Start JAX's backend, or a :class:`ConfigError` saying which platform could not start (JAX itself
+    raises a bare ``AssertionError`` when ``JAX_PLATFORMS`` names only platforms it cannot start)."""
+    import jax
+
+    try:
+        jax.devices()
+    except (RuntimeError, AssertionError) as error:
+        platforms = os.environ.get("JAX_PLATFORMS")
+        asked = f"JAX_PLATFORMS={platforms}" if platforms else "its default platform"
+        reason = f": {str(error).splitlines()[0]}" if str(error) else ""
+        raise ConfigError(
+            f"JAX could not start {asked}{reason}; is that device present, and the jax build for it (e.g. "
+            '"jax[cuda12]") installed? Unset JAX_PLATFORMS to run on the CPU'
+        ) from None
+
+
+__all__ = ["add_scale_flags", "check_backend", "data_mesh", "device_count", "device_flag", "join"]

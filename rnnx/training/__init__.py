@@ -23,6 +23,7 @@ from rnnx.training.hooks import NONFINITE_POLICIES as NONFINITE_POLICIES
 from rnnx.training.hooks import Checkpoints as Checkpoints
 from rnnx.training.hooks import Evaluation as Evaluation
 from rnnx.training.hooks import FitResult as FitResult
+from rnnx.training.hooks import Interrupted as Interrupted
 from rnnx.training.hooks import NonFiniteError as NonFiniteError
 from rnnx.training.hooks import jsonl_log as jsonl_log
 from rnnx.training.loop import FitState as FitState
@@ -42,6 +43,7 @@ __all__ = [
     "Evaluation",
     "FitResult",
     "FitState",
+    "Interrupted",
     "NonFiniteError",
     "TrainState",
     "TrainStep",

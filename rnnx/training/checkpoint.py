@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from rnnx.training import orbax_quiet
 from rnnx.training.checkpoint_record import ITEMS as _ITEMS
 from rnnx.training.checkpoint_record import CheckpointError as CheckpointError
+from rnnx.training.checkpoint_record import CheckpointMismatch as CheckpointMismatch
 from rnnx.training.checkpoint_record import StateConverter as StateConverter
 from rnnx.training.checkpoint_record import architecture as architecture
 from rnnx.training.checkpoint_record import damaged as _damaged
@@ -152,8 +153,19 @@ def save_step(
     Args:
       extra: a JSON-serialisable dict stored beside the arrays (e.g. an evaluation history), read back by
         :func:`read_extra` and :func:`restore_latest`.
+
+    Raises:
+      OSError: the write failed (no space left on device, a read-only file system, ...), naming the step's
+        directory; orbax's follow-on reports are hidden, and the older steps are intact.
     """
-    manager.save(step, args=_save_args(state, net, extra), force=True)
+    try:
+        with orbax_quiet.failed_write_quiet():
+            manager.save(step, args=_save_args(state, net, extra), force=True)
+    except ValueError as error:  # TensorStore reports a failed write as a ValueError
+        os_error = orbax_quiet.os_error(error, _step_path(manager, step))
+        if os_error is None:
+            raise
+        raise os_error from None
 
 
 def restore_step(manager: "ocp.CheckpointManager", step: int, like: _T, *, net: object = None) -> _T:
@@ -187,7 +199,8 @@ def restore_latest(
       manager: from :func:`manager`.
       like, net: as for :func:`restore`.
       on_damaged: called with a one-line message for each damaged step passed over for an older one
-        (None: ``warnings.warn``); a damaged checkpoint is never skipped silently.
+        (None: ``warnings.warn``); a damaged checkpoint is never skipped silently. A step that vanishes while
+        it is read (pruned by a process still training) is not damaged: the steps are listed again.
 
     Returns:
       None when ``manager`` has no complete step, else ``(step, state, extra)``: the step restored, ``like``
@@ -198,20 +211,27 @@ def restore_latest(
         afresh.
       ValueError: a step holds another architecture (raised at once: a user error, not damage).
     """
-    steps = sorted(manager.all_steps(), reverse=True)
+    report = on_damaged or (lambda message: warnings.warn(message, stacklevel=3))
+    for _ in range(5):  # a writer may prune a step while it is read: then the list is read again
+        steps, failures, pruned = sorted(manager.all_steps(), reverse=True), [], False
+        for step in steps:
+            try:
+                state, record = _restore_step(manager, step, like, net)
+            except (CheckpointError, FileNotFoundError) as error:
+                if pruned := not _step_path(manager, step).exists():  # gone, not damaged: another process pruned it
+                    break
+                if isinstance(error, FileNotFoundError):
+                    raise
+                failures.append(str(error))
+                if step != steps[-1]:
+                    report(f"{error}; falling back to an older one")
+                continue
+            return step, state, record.get("extra") or {}
+        if not pruned:
+            break
+        manager.reload()
     if not steps:
         return None
-    report = on_damaged or (lambda message: warnings.warn(message, stacklevel=3))
-    failures = []
-    for step in steps:
-        try:
-            state, record = _restore_step(manager, step, like, net)
-        except CheckpointError as error:
-            failures.append(str(error))
-            if step != steps[-1]:
-                report(f"{error}; falling back to an older one")
-            continue
-        return step, state, record.get("extra") or {}
     directory = pathlib.Path(manager.directory)
     failures = [failure.replace(f"checkpoint {directory}/", "") for failure in failures]  # named once
     raise CheckpointError(
@@ -261,6 +281,7 @@ def _check_complete(path: pathlib.Path) -> pathlib.Path:
 
 __all__ = [
     "CheckpointError",
+    "CheckpointMismatch",
     "StateConverter",
     "architecture",
     "lock",

@@ -48,6 +48,10 @@ class CheckpointError(RuntimeError):
     """
 
 
+class CheckpointMismatch(ValueError):
+    """A whole checkpoint of another architecture or state layout (a user error); one line: what differs."""
+
+
 def architecture(net: object) -> dict[str, Any]:
     """A JSON description of a :class:`rnnx.Stack` or an ``rnnx.nn`` module: what must match to restore.
 
@@ -142,7 +146,7 @@ def read_record(read: _Read, path: pathlib.Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or not {"format", "architecture", "arrays"} <= meta.keys():
         raise damaged(path, f"rnnx/metadata is not an rnnx record: {_clip(repr(meta))}")
     if meta["format"] not in _FORMATS:
-        raise ValueError(f"{path} is not an rnnx checkpoint: expected format {FORMAT!r}, received {meta!r}")
+        raise CheckpointMismatch(f"{path} is not an rnnx checkpoint: expected format {FORMAT!r}, received {meta!r}")
     if meta["format"] == FORMAT and not (path / COMMIT_FILE).is_file():
         raise damaged(path, f"{COMMIT_FILE} missing: orbax writes it last, so this directory was not written whole")
     if meta["format"] == FORMAT and not isinstance(meta.get("checksums"), dict):
@@ -254,7 +258,7 @@ def _check_architecture(path, saved: dict, expected: dict) -> None:
             diff = {k: (saved[key].get(k), expected[key].get(k)) for k in saved[key] | expected[key]}
             diff = {k: v for k, v in diff.items() if v[0] != v[1]}
             where = f" at {key!r}" if key else ""
-            raise ValueError(
+            raise CheckpointMismatch(
                 f"{path} holds a different architecture{where}: (saved, expected) differ in {diff}; "
                 f"saved {saved[key]}, expected {expected[key]}"
             )
@@ -266,7 +270,7 @@ def _check_signature(path, saved: dict, expected: dict) -> None:
     missing = sorted(set(saved) - set(expected))
     extra = sorted(set(expected) - set(saved))
     changed = {k: (saved[k], expected[k]) for k in sorted(set(saved) & set(expected)) if saved[k] != expected[k]}
-    raise ValueError(
+    raise CheckpointMismatch(
         f"{path} holds arrays that do not fit `like` (a different architecture or state layout): "
         + "; ".join(
             part
@@ -285,6 +289,7 @@ __all__ = [
     "FORMAT",
     "ITEMS",
     "CheckpointError",
+    "CheckpointMismatch",
     "StateConverter",
     "architecture",
     "damaged",

@@ -16,7 +16,8 @@ import optax
 
 from rnnx.core.deprecation import MESH_RENAME, renamed_argument
 from rnnx.training import checkpoint, distributed
-from rnnx.training.hooks import NONFINITE_POLICIES, Checkpoints, Evaluation, FitResult
+from rnnx.training.arguments import check_fit_arguments
+from rnnx.training.hooks import Checkpoints, Evaluation, FitResult
 from rnnx.training.loop import Batches, FitState, Loop, OnLog, emit, initial_state
 from rnnx.training.placement import Placement
 from rnnx.training.step import LossFn, default_optimizer, make_train_step
@@ -42,6 +43,7 @@ def fit(
     on_nonfinite: str = "raise",
     data_mesh: jax.sharding.Mesh | None = None,
     mesh: jax.sharding.Mesh | None = None,
+    interrupt: Callable[[], bool] | None = None,
 ) -> FitResult:
     """Train for ``steps`` updates, resuming from the newest checkpoint in ``checkpoints.directory`` that
     verifies.
@@ -52,11 +54,12 @@ def fit(
       batches: ``epoch -> sequence of batches``, deterministic for a given epoch (e.g. shuffled with
         ``(seed, epoch)``), so that a resumed run sees exactly the batches the uninterrupted run would; a
         stateful loss starts every epoch from ``initial_carry``. Or any iterable of batches: step ``s`` takes
-        its ``s``-th item (a resumed run skips the ones already trained on), and training ends early if it
-        runs out.
-      steps: the number of updates.
+        its ``s``-th item (a resumed run skips the ones already trained on); if it runs out, training ends
+        early with a ``"batches_ran_out"`` note (a warning without ``on_log``) and ``FitResult.stopped_early``
+        and ``stop_reason`` say so. Either form yielding no batch at all is a ``ValueError``.
+      steps: the number of updates, a positive int.
       optimizer: default :func:`rnnx.training.default_optimizer` (Adam 3e-4).
-      clip_norm: the global gradient-norm bound in front of ``optimizer`` (None: no clipping).
+      clip_norm: the global gradient-norm bound in front of ``optimizer``, finite and >= 0 (None: no clipping).
       seed: the PRNG seed; step ``s`` uses ``jax.random.fold_in(key(seed), s)``.
       initial_carry: for a stateful ``loss_fn``: the carry at the start (and of every epoch).
       evaluation: an :class:`Evaluation` hook, for the best params and early stopping.
@@ -97,18 +100,26 @@ def fit(
         batches per epoch as the others. The global batch is the processes' slices in mesh order. (Not
         ``rnnx.unroll``'s ``seq_mesh``, which splits time.)
       mesh: deprecated alias of ``data_mesh``, removed in rnnx 0.3.
+      interrupt: asked after every step whether to stop there (e.g. a Ctrl-C handler's flag): then that step is
+        checkpointed, unfinished, so that a rerun resumes from it, and :class:`Interrupted` is raised.
 
     Raises:
+      ValueError, TypeError: an argument no run could use (``steps``, ``clip_norm``, ``log_every``, the
+        evaluation's ``every``, ``patience`` or ``mode``), or a loss or evaluation function whose return value
+        has the wrong form; the message says what was expected.
+      Interrupted: ``interrupt`` asked to stop.
       NonFiniteError: see ``on_nonfinite``; nothing non-finite was saved, and the last checkpoint is intact.
       rnnx.training.checkpoint.CheckpointError: no checkpoint verifies, or another live process holds the
         directory's lock.
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, received {steps!r}")
-    if evaluation is not None and evaluation.mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max', received {evaluation.mode!r}")
-    if on_nonfinite not in NONFINITE_POLICIES:
-        raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, received {on_nonfinite!r}")
+    check_fit_arguments(
+        params=params,
+        steps=steps,
+        clip_norm=clip_norm,
+        log_every=log_every,
+        evaluation=evaluation,
+        on_nonfinite=on_nonfinite,
+    )
     data_mesh = renamed_argument("rnnx.training.fit", "mesh", mesh, "data_mesh", data_mesh, MESH_RENAME)
     train_step = make_train_step(loss_fn, default_optimizer() if optimizer is None else optimizer, clip_norm=clip_norm)
     place = Placement(data_mesh) if data_mesh is not None else None
@@ -128,6 +139,7 @@ def fit(
         log_every=log_every,
         on_log=on_log,
         on_nonfinite=on_nonfinite,
+        interrupt=interrupt,
     )
     if checkpoints is None:
         return loop(state)

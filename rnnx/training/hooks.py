@@ -58,8 +58,19 @@ class FitResult:
     opt_state: Any
     step: int
     history: list[dict[str, Any]]  # one dict per evaluation, of the whole run (a resumed run's too)
-    stopped_early: bool  # by patience or by on_log
+    stopped_early: bool  # before ``steps``: by patience, by on_log, or the batches ran out
     skipped: int = 0  # updates dropped for a non-finite loss or gradient (on_nonfinite="skip_update")
+    stop_reason: str | None = None  # why it stopped early, in words (None: it did not)
+
+
+class Interrupted(KeyboardInterrupt):
+    """:func:`rnnx.training.fit` stopped after a step because its ``interrupt`` asked it to (a first Ctrl-C),
+    with that step checkpointed when it has checkpoints. Attributes: ``step`` and ``checkpoint`` (the path
+    written, or None). A ``KeyboardInterrupt``, so that code which does not catch it stops as on Ctrl-C."""
+
+    def __init__(self, step: int, checkpoint: pathlib.Path | None) -> None:
+        super().__init__(f"interrupted at step {step}")
+        self.step, self.checkpoint = step, checkpoint
 
 
 def jsonl_log(path: str | os.PathLike[str]) -> Callable[[dict[str, Any]], None]:
@@ -78,6 +89,7 @@ __all__ = [
     "Checkpoints",
     "Evaluation",
     "FitResult",
+    "Interrupted",
     "NonFiniteError",
     "jsonl_log",
 ]

@@ -8,19 +8,19 @@ records go to ``on_log``.
 """
 
 import dataclasses
-import itertools
 import math
 import pathlib
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnx.training.hooks import MAX_CONSECUTIVE_SKIPS, Evaluation, FitResult, NonFiniteError
+from rnnx.training.arguments import batch_stream, evaluation_result
+from rnnx.training.hooks import MAX_CONSECUTIVE_SKIPS, Evaluation, FitResult, Interrupted, NonFiniteError
 from rnnx.training.step import TrainState, TrainStep, all_finite
 
 if TYPE_CHECKING:
@@ -80,6 +80,8 @@ class Loop:
     consecutive: int = 0  # non-finite steps in a row
     saved: pathlib.Path | None = None  # the last checkpoint written or restored
     checkpointing: bool = False
+    interrupt: Callable[[], bool] | None = None  # asked after every step: stop there (fit's ``interrupt``)
+    stop_reason: str | None = None
 
     def warn(self, event: str) -> Callable[[str], None]:
         """A callback for a note that must not pass unseen: a record with ``on_log``, else a warning."""
@@ -104,11 +106,16 @@ class Loop:
         self.history = list(extra.get("history", []))
         self.best_step, self.skipped = extra.get("best_step"), extra.get("skipped", 0)
         step, stop = int(state.train.step), extra.get("stopped", False)
+        if stop:
+            self.stop_reason = f"it had stopped early at step {step}"
         if extra.get("pending_evaluation"):  # the checkpoint was written just before an evaluation
             state, patience_over = self.evaluate(state, step)
             stop = stop or patience_over
-        base_key, stream = jax.random.key(self.seed), _batches(self.batches, step)
+        base_key, stream = jax.random.key(self.seed), batch_stream(self.batches, step)
         item = next(stream, None) if step < self.steps and not stop else None
+        if item is None and step == 0 and not stop:
+            raise ValueError(f"batches yielded no batch; expected at least one (steps={self.steps})")
+        ran_out = item is None and step < self.steps and not stop
         # (step, metrics) since the last record; the finite flags read of them so far
         pending: list[tuple[int, Metrics]] = []
         flags: list[bool] = []
@@ -124,14 +131,17 @@ class Loop:
             pending.append((step, metrics))
             item = next(stream, None) if step < self.steps else None  # looked ahead, so the last step is known
             last = item is None
+            ran_out = last and step < self.steps
             log_due = step % self.log_every == 0 or last
             evaluate_due = self.evaluation is not None and (step % self.evaluation.every == 0 or last)
             save_due = save is not None and ((save_every and step % save_every == 0) or last)
-            if log_due or evaluate_due or save_due:
+            interrupted = not last and self.interrupt is not None and self.interrupt()
+            if log_due or evaluate_due or save_due or interrupted:
                 self.check(pending, flags)
             if log_due:
                 record = {"step": step, **({} if epoch is None else {"epoch": epoch}), **self.mean(pending, flags)}
-                stop = emit(self.on_log, record) or stop
+                if emit(self.on_log, record) and not stop:
+                    stop, self.stop_reason = True, f"on_log asked to stop at step {step}"
                 pending, flags = [], []
             evaluate_due = evaluate_due or (self.evaluation is not None and stop)
             # Saved before evaluating: a crash there loses nothing.
@@ -144,8 +154,24 @@ class Loop:
                     self.saved = save(state, self.extra(False, stop), replace=True)
             if stop:
                 break
+            if interrupted:  # this step checkpointed, unfinished: a rerun resumes here
+                if save is not None and not (save_due or evaluate_due):
+                    self.saved = save(_checked_finite(state, step), self.extra(False, False))
+                raise Interrupted(step, self.saved)
+        if ran_out:
+            self.stop_reason = f"the batches ran out after {step} of {self.steps} steps"
+            self.warn("batches_ran_out")(f"training ended early: {self.stop_reason}")
         best = state.best_params if self.evaluation is not None else state.train.params
-        return FitResult(best, state.train.params, state.train.opt_state, step, self.history, stop, self.skipped)
+        return FitResult(
+            best,
+            state.train.params,
+            state.train.opt_state,
+            step,
+            self.history,
+            stop or ran_out,
+            self.skipped,
+            self.stop_reason,
+        )
 
     def extra(self, pending_evaluation: bool, stopped: bool) -> dict[str, Any]:
         """What a checkpoint records beside the arrays, for an exact resume."""
@@ -208,9 +234,11 @@ class Loop:
         evaluation = self.evaluation
         if evaluation is None:
             raise ValueError("Loop.evaluate needs an evaluation hook")
-        result = {k: float(v) for k, v in evaluation.evaluate(state.train.params).items()}
+        result = evaluation_result(evaluation.evaluate(state.train.params), evaluation.monitor)
         self.history.append({"step": step, **result})
-        patience_over = emit(self.on_log, {"step": step, "eval": result})
+        asked = emit(self.on_log, {"step": step, "eval": result})
+        if asked and self.stop_reason is None:
+            self.stop_reason = f"on_log asked to stop at step {step}"
         value = (1.0 if evaluation.mode == "min" else -1.0) * result[evaluation.monitor]
         if not math.isfinite(value):
             so_far = "no evaluation was finite" if self.best_step is None else f"the best was at step {self.best_step}"
@@ -228,25 +256,13 @@ class Loop:
             if self.place is not None:  # on the mesh like the rest of the state, or orbax cannot save it
                 best, bad = self.place.replicated((best, bad))
             state = state._replace(best_params=state.train.params, best=best, bad_evals=bad)
-            return state, patience_over
+            return state, asked
         state = state._replace(bad_evals=state.bad_evals + 1)
-        return state, patience_over or (evaluation.patience is not None and int(state.bad_evals) >= evaluation.patience)
-
-
-def _batches(batches: Batches, start: int) -> Iterator[tuple[int | None, int | None, Any]]:
-    """``(epoch, index in the epoch, batch)`` from step ``start`` on; epoch and index are None for an iterable."""
-    if not callable(batches):
-        yield from ((None, None, batch) for batch in itertools.islice(batches, start, None))
-        return
-    first = batches(0)
-    per_epoch = len(first)
-    if per_epoch == 0:
-        raise ValueError("batches(0) returned no batches; expected at least one")
-    epoch, index = divmod(start, per_epoch)
-    while True:
-        current = first if epoch == 0 else batches(epoch)
-        yield from ((epoch, i, current[i]) for i in range(index, per_epoch))
-        epoch, index = epoch + 1, 0
+        if evaluation.patience is not None and int(state.bad_evals) >= evaluation.patience:
+            if self.stop_reason is None:
+                self.stop_reason = f"{evaluation.patience} evaluations in a row without a better {evaluation.monitor}"
+            return state, True
+        return state, asked
 
 
 def _checked_finite(state: FitState, step: int) -> FitState:

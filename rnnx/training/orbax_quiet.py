@@ -11,12 +11,19 @@ filters against a new orbax: they match its file names and messages, and drop no
 
 - :func:`hidden`: the ``with`` block around one orbax read;
 - :func:`settle_abandoned_reads`: after a failed read, wait until what it abandoned has printed (hidden);
-- :func:`read_only_quiet`: orbax's warning that a read-only manager is read only, which was asked for.
+- :func:`read_only_quiet`: orbax's warning that a read-only manager is read only, which was asked for;
+- :func:`failed_write_quiet` and :func:`os_error`: a failed write (a full disk, a read-only one) costs
+  hundreds of lines the same way, with absl's error log of each of orbax's writer threads (tracebacks
+  included) on top; the failure itself comes as TensorStore's ``ValueError`` with ``[os_error_code=N]``,
+  which :func:`os_error` turns into the ``OSError`` it is.
 """
 
 import contextlib
+import errno
 import gc
 import logging
+import os
+import re
 import sys
 import time
 import types
@@ -68,6 +75,45 @@ def read_only_quiet(read_only: bool) -> Iterator[None]:
         absl.setLevel(level)
 
 
+@contextlib.contextmanager
+def failed_write_quiet() -> Iterator[None]:
+    """Around one orbax save: if it fails, what its abandoned writes print is hidden (see the module
+    docstring); the failure itself is raised. absl's reports of failed writer threads are dropped from then
+    on, since those threads may log after the block, as is its warning that an interrupted save's directory
+    is replaced."""
+    absl = logging.getLogger("absl")
+    if _not_a_failed_writer_thread not in absl.filters:
+        absl.addFilter(_not_a_failed_writer_thread)
+    with hidden():
+        try:
+            yield
+        except Exception:
+            settle_abandoned_reads()
+            raise
+
+
+def os_error(error: BaseException, path: object) -> OSError | None:
+    """The ``OSError`` that a TensorStore error inside orbax reports (``[os_error_code='28']``: no space left on
+    device), naming ``path``; None when it reports none."""
+    while error.__cause__ is not None and not isinstance(error, OSError):
+        error = error.__cause__
+    if isinstance(error, OSError):
+        return error
+    found = re.search(r"os_error_code='?(\d+)", str(error))
+    if found is None:
+        return None
+    code = int(found.group(1))
+    return OSError(code, os.strerror(code) if code in errno.errorcode else str(error).splitlines()[0], str(path))
+
+
+def _not_a_failed_writer_thread(record: logging.LogRecord) -> bool:
+    """Also drops the warning that a save replaces the unfinished directory of an interrupted one: the run
+    lock makes sure its writer is gone, so that is what a resumed run is meant to do."""
+    message = record.getMessage()
+    replaced = "Removing existing directory since it is not finalized" in message
+    return not (replaced or "_SignalingThread.run() raised an exception" in message)
+
+
 def _orbax_noise(unraisable) -> bool:
     closed_loop = isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"
     return closed_loop or _from_orbax(unraisable.object)
@@ -84,4 +130,4 @@ def _not_an_orbax_task(record: logging.LogRecord) -> bool:
     return not (abandoned and ("orbax" in message or "tensorstore_spec" in message))
 
 
-__all__ = ["hidden", "read_only_quiet", "settle_abandoned_reads"]
+__all__ = ["failed_write_quiet", "hidden", "os_error", "read_only_quiet", "settle_abandoned_reads"]

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from rnnx.core.typing import Key
+from rnnx.training.arguments import checked_loss_output
 
 SCHEDULES = ("constant", "cosine")
 
@@ -84,7 +85,8 @@ def make_train_step(
     def update(state: TrainState, batch: Any, key: Key) -> tuple[TrainState, dict[str, jax.Array]]:
         stateful = state.carry is not None  # the pytree structure, so known when tracing
         args = (batch, key, state.carry) if stateful else (batch, key)
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, *args)
+        checked = lambda params, *args: checked_loss_output(loss_fn(params, *args), stateful)  # noqa: E731
+        (loss, aux), grads = jax.value_and_grad(checked, has_aux=True)(state.params, *args)
         metrics, carry = aux if stateful else (aux, None)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         grad_norm = optax.tree.norm(grads)
