@@ -243,13 +243,13 @@ def test_a_hub_name_offline_fails_at_once_without_retries(offline, monkeypatch, 
             raise OSError("Network is unreachable")
 
         monkeypatch.setattr(socket, "create_connection", refused)
-    assert main(["train", "--task", "classify", "--dataset", "nosuchfile", "--no-progress"]) == 2
-    assert capsys.readouterr().err.splitlines()[-1] == (
+    assert main(["train", "--task", "classify", "--dataset", "nosuchfile"]) == 2  # progress on: no bar before data
+    assert capsys.readouterr().err.splitlines() == [  # one line: the progress bar opens only once the data is ready
         "rnnx train: error: could not load 'nosuchfile' from the Hugging Face Hub: it cannot be reached (offline, "
         "or HF_HUB_OFFLINE is set), and there is no file 'nosuchfile' here either. The Hub needs network access. "
         "Pass local files instead, e.g. --dataset train.csv (csv/tsv/json/jsonl/parquet/txt, with a text column "
         "and a label column)."
-    )
+    ]
 
 
 def test_a_local_csv_says_where_datasets_keeps_its_copy(tmp, capsys):

@@ -78,6 +78,9 @@ def run(
         if lead:
             vocab.save(directory / "vocab.json")
         setup = task.build(cfg, data, vocab, lanes(cfg.batch_size, data_mesh), say)
+        if on_log is not None and lead:  # not in metrics.jsonl: a progress bar opens here
+            message = f"data ready; training {cfg.steps} steps (the first compiles the model)"
+            emit(on_log, {"step": 0, "event": "ready", "message": message})
         started = time.perf_counter()
         result = train.fit(
             setup.loss_fn,
