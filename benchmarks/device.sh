@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one prepared run for a lent GPU machine: environment, GPU tests, then the benchmark suite (the fused-kernel
-# goal shapes first: rnnx-pallas beside torch cuDNN, the scan, cuDNN and flax), the scan's unroll factors and
-# XLA's while-loop command buffers, then the sweeps, most valuable part first, all within
+# goal shapes first: rnnx-pallas beside torch cuDNN, the scan, cuDNN and flax), the kernels' layout search, the
+# scan's unroll factors and XLA's while-loop command buffers, then the sweeps, most valuable part first, all within
 # RNNX_DEVICE_TOTAL_SECONDS (default 470 s, under the 8 minutes a lent GPU allows inside its 10-minute command limit).
 #
 #   OUT=/path bash benchmarks/device.sh                     # on the GPU machine, from the repo root
@@ -29,9 +29,11 @@ TOTAL="${RNNX_DEVICE_TOTAL_SECONDS:-470}"
 RESERVE=40 # kept back for merging the report and writing auto's table rows at the end
 BENCH=(--suite gpu)
 TUNING=(--cells lstm,gru,simple_rnn --steps 1000,100 --modes train)
+KERNELS=(--cells lstm,gru,simple_rnn --shapes 64x1000x128,64x100x128 --blocks 16,32 --warps 4,8 --stages 1,2 --repeats 5)
 if [[ "${RNNX_DEVICE_REHEARSAL:-0}" == "1" ]]; then
     BENCH+=(--tiny --repeats 2)
     TUNING=(--cells lstm,gru,simple_rnn --modes train --tiny)
+    KERNELS=(--cells lstm,gru --tiny)
 fi
 SUMMARY="$OUT/logs/summary.log"
 : >"$SUMMARY"
@@ -99,6 +101,12 @@ seconds=$(limit 165)
 part bench-headline "$seconds" "$PY" -m benchmarks "${BENCH[@]}" --parts headline \
     --budget-seconds $((seconds - 45)) --out "$OUT/parts" --name "gpu-{device}-headline"
 
+# The fused kernels' layout (batch rows per instance, Triton warps and stages), forward and training step, the
+# T=1000 goal shape first: pallas_tuning-<device>.{json,md}.
+seconds=$(limit 80)
+part pallas-tuning "$seconds" "$PY" -m benchmarks.pallas_tuning "${KERNELS[@]}" --budget-seconds $((seconds - 25)) \
+    --out "$OUT"
+
 # The scan itself: unroll 1, 4, 8, 16 under XLA's default flags and with while loops as command buffers, one
 # subprocess per flag setting (XLA reads its flags when JAX starts); the training step at T=1000 first, where the
 # per-step cost shows (a setting's share of the time holds about one configuration: four compilations).
@@ -126,6 +134,10 @@ if [[ -n "$report" ]]; then
     grep -E '^\| pallas-' "$report" | head -n 30
     sed -n '/^## Per time step/,/^## Where the time goes/p' "$report" | grep -E '^\| (lstm|gru|simple_rnn) \| float32' |
         head -n 30
+fi
+kernels=$(ls "$OUT"/pallas_tuning-*.md 2>/dev/null | head -n 1)
+if [[ -n "$kernels" ]]; then
+    grep -E '^\| ' "$kernels" | head -n 14
 fi
 tuning=$(ls "$OUT"/scan_tuning-*.md 2>/dev/null | head -n 1)
 if [[ -n "$tuning" ]]; then

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import pytest
 
 import rnnx
-from benchmarks import goals, hlo, report, roofline, scan_tuning
+from benchmarks import goals, hlo, pallas_tuning, report, roofline, scan_tuning
 from benchmarks.__main__ import SWEEP_PEERS, Job, gpu_plan, main, run_config
 from benchmarks.peers import PEERS, Config, Contender, Unsupported, build_rnnx
 
@@ -424,3 +424,28 @@ def test_scan_tuning_runs_each_flag_setting_in_its_own_process_and_records_a_ref
     assert bogus["returncode"] != 0 and "Unknown flag in XLA_FLAGS: --xla_gpu_no_such_flag=1" in bogus["error"]
     text = (tmp_path / "scan_tuning-cpu.md").read_text()
     assert "| lstm | 4 | forward | 16 |" in text and "| bogus | `--xla_gpu_no_such_flag=1` |" in text
+
+
+def test_pallas_tuning_times_each_layout_keeps_the_fastest_and_records_one_that_fails(tmp_path, monkeypatch, capsys):
+    gpu_layouts = pallas_tuning.layouts((16, 32), (4, 8), (1, 2), gpu=True)
+    assert gpu_layouts[0] == rnnx.core.backends.pallas.Tuning() and len(set(gpu_layouts)) == 8
+    assert pallas_tuning.layouts((16, 32), (4, 8), (1, 2), gpu=False) == [
+        rnnx.core.backends.pallas.Tuning(block=b) for b in (16, 32)
+    ]  # the interpreter ignores warps and stages
+    build = pallas_tuning.build_rnnx_backend
+
+    def refuse_block_32(cfg, modes, backend):
+        if rnnx.core.backends.pallas._TUNING.get().block == 32:
+            raise pallas_tuning.Unavailable("ValueError: no block 32 today")
+        return build(cfg, modes, backend=backend)
+
+    monkeypatch.setattr(pallas_tuning, "build_rnnx_backend", refuse_block_32)
+    record = pallas_tuning.main(["--tiny", "--cells", "gru", "--modes", "forward", "--out", str(tmp_path)])
+    (shape,) = record["shapes"]
+    assert shape["layouts"]["block=32 warps=4 stages=1"] == {"status": "failed: ValueError: no block 32 today"}
+    best = shape["best"]["forward"]
+    assert best["layout"] == "block=16 warps=4 stages=1" and best["median_ms"] == best["default_ms"] > 0
+    text = (tmp_path / "pallas_tuning-cpu.md").read_text()
+    assert "| gru | float32 | 20x4x8 | forward | block=16 warps=4 stages=1 |" in text
+    assert "- gru, block=32 warps=4 stages=1: failed: ValueError: no block 32 today" in text
+    assert json.loads((tmp_path / "pallas_tuning-cpu.json").read_text()) == record

@@ -10,6 +10,7 @@ lower to Pallas-Triton for a GPU (the lowering runs here; compiling and running 
 """
 
 import functools
+import re
 
 import chex
 import flax.nnx as nnx
@@ -136,6 +137,26 @@ def test_bfloat16_stays_as_close_to_float32_as_the_scan_does():
         assert fused.dtype == scan.dtype == jnp.bfloat16
         drift = float(jnp.abs(scan.astype(jnp.float32) - f32).max())
         assert 0 < float(jnp.abs(fused.astype(jnp.float32) - f32).max()) <= 2 * drift + 2.0**-7
+
+
+def test_tuned_lays_out_the_kernels_traced_inside_it_and_changes_no_value():
+    cell = rnnx.gru(H)
+    params = _params(cell)
+    xs = jax.random.normal(jax.random.key(4), (40, 3, D))  # 40 rows: 3 tiles of 16, or 2 of 32
+    grids, values = {}, {}
+    for block in (16, 32):
+        with pallas.tuned(pallas.Tuning(block=block)):  # a fresh function each time: tracing reads the block
+            run = lambda x: rnnx.unroll(cell, params, x, backend="pallas")  # noqa: E731
+            grids[block] = set(re.findall(r"grid=\([^)]*\)", str(jax.make_jaxpr(run)(xs))))
+            values[block] = run(xs)
+    assert grids == {16: {"grid=(3,)"}, 32: {"grid=(2,)"}}
+    chex.assert_trees_all_close(values[32], values[16], **F32)
+    with pytest.raises(ValueError, match=r"Tuning.block must be a power of two >= 16, received 24"):
+        pallas.Tuning(block=24)
+    with pytest.raises(ValueError, match=r"Tuning.num_stages must be an int >= 1, received 0"):
+        pallas.Tuning(num_stages=0)
+    with pytest.raises(TypeError, match="tuned\\(\\) takes a pallas.Tuning, received dict"):
+        pallas.tuned({"block": 32}).__enter__()
 
 
 def test_explicit_pallas_names_each_reason_it_cannot_run():

@@ -40,6 +40,8 @@ Off a GPU the kernels run in Pallas's interpreter (``interpret=True``): exact, s
 never picks them there.
 """
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -80,6 +82,33 @@ class Tuning:
     num_stages: int = 1
     interpret: bool | None = None
 
+    def __post_init__(self):
+        for name, low in (("block", 16), ("num_warps", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low or value & (value - 1):
+                raise ValueError(f"Tuning.{name} must be a power of two >= {low}, received {value!r}")
+        if isinstance(self.num_stages, bool) or not isinstance(self.num_stages, int) or self.num_stages < 1:
+            raise ValueError(f"Tuning.num_stages must be an int >= 1, received {self.num_stages!r}")
+
+
+_TUNING: contextvars.ContextVar[Tuning | None] = contextvars.ContextVar("rnnx_pallas_tuning", default=None)
+
+
+@contextlib.contextmanager
+def tuned(tuning: Tuning):
+    """The :class:`Tuning` of every kernel traced inside this block (``benchmarks.pallas_tuning`` searches them).
+
+    It applies when a function is traced: a function that ``jax.jit`` compiled outside the block keeps its
+    layout, so jit a fresh function per tuning.
+    """
+    if not isinstance(tuning, Tuning):
+        raise TypeError(f"tuned() takes a pallas.Tuning, received {type(tuning).__name__}")
+    token = _TUNING.set(tuning)
+    try:
+        yield tuning
+    finally:
+        _TUNING.reset(token)
+
 
 def unsupported(call: Call) -> str | None:
     """Why the fused kernels cannot run ``call``, or None."""
@@ -112,8 +141,8 @@ def unsupported(call: Call) -> str | None:
 def run(cell: Cell, params: Params, x_tm, carry, valid, reset, fresh, *, reverse: bool, options: Options):
     """The backend entry: ``unroll``'s time-major, flat-batch arrays (see :mod:`rnnx.core.backends.scan`)
     through the fused kernels; returns ``(final_carry, ys (t, n, h))``. ``options.kernel``: a :class:`Tuning`
-    (None: the defaults); the scan's options do not apply."""
-    tuning = options.kernel or Tuning()
+    (None: the one of the enclosing :func:`tuned` block, else the defaults); the scan's options do not apply."""
+    tuning = options.kernel or _TUNING.get() or Tuning()
     leaves, tree = jax.tree.flatten(carry)
     dtype = leaves[0].dtype  # the compute dtype: cells keep their carry in it
     steps, n = x_tm.shape[:2]
@@ -328,4 +357,4 @@ def _largest_hidden(itemsize: int) -> int:
     return hidden
 
 
-__all__ = ["CELLS", "DTYPES", "MAX_BLOCK_BYTES", "NAME", "Tuning", "run", "unsupported"]
+__all__ = ["CELLS", "DTYPES", "MAX_BLOCK_BYTES", "NAME", "Tuning", "run", "tuned", "unsupported"]
