@@ -66,8 +66,9 @@ class Form:
                 carry.m.astype(dtype))  # fmt: skip
 
     def pack(self, c, n, m, dtype) -> MLSTMCarry:
-        lead = m.shape[:-1]
-        return MLSTMCarry(c.reshape(*lead, -1).astype(dtype), n.reshape(*lead, -1).astype(dtype), m.astype(dtype))
+        lead, h = m.shape[:-1], self.heads * self.units  # sizes spelt out: a batch axis may have size 0
+        return MLSTMCarry(c.reshape(*lead, h * self.units).astype(dtype), n.reshape(*lead, h).astype(dtype),
+                          m.astype(dtype))  # fmt: skip
 
     def output(self, num, den, m, o):
         """``y = sigmoid(o) * num / max(|den|, exp(-m))``, heads concatenated."""
