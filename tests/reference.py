@@ -165,7 +165,7 @@ def mlstm_step(p, state, x, heads=1, forget_gate="sigmoid"):
         i, f = np.exp(i_pre[j] - m_new[j]), np.exp(log_f + m[j] - m_new[j])
         c[j] = f * c[j] + i * np.outer(v[part], k[part])
         n[j] = f * n[j] + i * k[part]
-        h_tilde[part] = c[j] @ q[part] / max(abs(n[j] @ q[part]), np.exp(-m_new[j]))
+        h_tilde[part] = c[j] @ q[part] / (max(abs(n[j] @ q[part]), np.exp(-m_new[j])) + 1e-6)  # the authors' eps
     return Emit((c.reshape(-1), n.reshape(-1), m_new), sigmoid(o) * h_tilde)
 
 

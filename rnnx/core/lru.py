@@ -30,6 +30,22 @@ def _real(xp):
     return jnp.promote_types(xp.dtype, jnp.float32)
 
 
+_MAX_SQRT_GRADIENT = 1000.0
+
+
+@jax.custom_jvp
+def sqrt_bounded(x):
+    """``sqrt(x)`` whose derivative is capped at 1000 (recurrentgemma's ``sqrt_bound_derivative``): the RG-LRU's
+    ``sqrt(1 - a_t^2)`` has an infinite derivative where ``a_t = 1``, which a closed recurrence gate reaches."""
+    return jnp.sqrt(x)
+
+
+@sqrt_bounded.defjvp
+def _sqrt_bounded_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return jnp.sqrt(x), dx * 0.5 / jnp.maximum(jnp.sqrt(x), 0.5 / _MAX_SQRT_GRADIENT)
+
+
 def linear_cell(name, spec, gates, *, init, param_shapes, default_carry, project, coefficients, readout=None):
     """A Cell whose step is ``h = a h + b`` from ``coefficients``, with output ``readout(params, h, xp)`` (or
     ``h``). The step and the parallel scan share ``coefficients`` and ``readout``: one copy of each equation."""
@@ -191,7 +207,8 @@ def rg_lru(
         h_t = a_t \\odot h_{t-1} + \\sqrt{1 - a_t^2} \\odot (i_t \\odot u_t), \\quad y_t = h_t
 
     computed as ``log a_t = -c r_t softplus(-Lambda)`` and ``sqrt(1 - a_t^2) = sqrt(-expm1(2 log a_t))``,
-    stable where ``a_t`` is close to 1. ``c = 8``. Initialisation as the paper states it: ``a^c`` uniform in
+    stable where ``a_t`` is close to 1; the square root's derivative is capped at 1000 there, as recurrentgemma
+    does, since it is infinite where the gate closes (``a_t = 1``). ``c = 8``. Initialisation as the paper states it: ``a^c`` uniform in
     ``[min_rad, max_rad] = [0.9, 0.999]`` (Lambda = logit of its c-th root); ``W`` glorot-uniform, ``W_a, W_x``
     ``N(0, 1/block)`` per block, biases zero. Griffin's temporal convolution before the recurrence is part of
     its block, not of this cell.
@@ -275,10 +292,10 @@ def rg_lru(
         xp = xp.astype(_real(xp))
         u, gate_a, gate_x = jnp.split(xp, 3, axis=-1)
         log_a = -c * jax.nn.sigmoid(gate_a) * jax.nn.softplus(-params["lam"].astype(xp.dtype))
-        return jnp.exp(log_a), jnp.sqrt(-jnp.expm1(2.0 * log_a)) * jax.nn.sigmoid(gate_x) * u
+        return jnp.exp(log_a), sqrt_bounded(-jnp.expm1(2.0 * log_a)) * jax.nn.sigmoid(gate_x) * u
 
     return linear_cell("rg_lru", spec, 3, init=init, param_shapes=param_shapes, default_carry=default_carry,
                        project=project, coefficients=coefficients)  # fmt: skip
 
 
-__all__ = ["linear_cell", "lru", "rg_lru"]
+__all__ = ["linear_cell", "lru", "rg_lru", "sqrt_bounded"]

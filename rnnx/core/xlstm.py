@@ -9,7 +9,7 @@ the exponentials never overflow: the states are stored divided by ``exp(m_t)``, 
 * sLSTM: scalar memory and a normaliser, a recurrent matrix that is block-diagonal over heads; sequential
   only, as in the paper (the recurrence is not linear).
 * mLSTM: a matrix memory per head updated by the covariance rule ``C_t = f_t C_{t-1} + i_t v_t k_t^T``;
-  no recurrent matrix, so all steps can run at once: the chunkwise parallel form in :mod:`rnnx.core.mlstm`.
+  no recurrent matrix, so all steps can run at once: the chunkwise parallel form in :mod:`rnnx.core.matrix_memory`.
 
 Both are the cells of the paper's blocks, not the blocks (up-projections, convolution, group norm, skip
 connections are left to the model around the cell, as for the other cells). The forget gate is
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import DTypeLike
 
-from rnnx.core import mlstm as mlstm_form
+from rnnx.core import matrix_memory as mlstm_form
 from rnnx.core._common import check_hidden_size, check_input_size, draw, gate_blocks, input_projection
 from rnnx.core.cells import Cell
 from rnnx.core.gates import FORGET_GATES, log_forget, stabilised
@@ -200,9 +200,11 @@ def mlstm(
         y_t = \\sigma(\\tilde o_t) \\odot \\tilde h_t
 
     the paper's Equations 19-27 with the stabiliser of its Appendix A (``C`` and ``n`` divided by
-    ``exp(m_t)``, which turns the normaliser's lower bound 1 into ``exp(-m_t)``). The gates depend on
+    ``exp(m_t)``, which turns the normaliser's lower bound 1 into ``exp(-m_t)``), and ``epsilon = 1e-6`` as in
+    the authors' code (:data:`rnnx.core.matrix_memory.EPS`: it keeps the gradient finite where ``exp(-m_t)``
+    underflows). The gates depend on
     ``x_t`` only, so the whole sequence also has a parallel form; ``rnnx.unroll`` runs the chunkwise one
-    (:mod:`rnnx.core.mlstm`: the quadratic parallel form within chunks of ``chunk_size`` steps, the
+    (:mod:`rnnx.core.matrix_memory`: the quadratic parallel form within chunks of ``chunk_size`` steps, the
     recurrence between them) unless ``parallel=False``.
 
     Initialisation: weights glorot-uniform per block, biases zero except the forget gate's, spread linearly

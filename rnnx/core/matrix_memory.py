@@ -28,6 +28,11 @@ import jax.numpy as jnp
 from rnnx.core.gates import log_forget, stabilised
 
 
+EPS = 1e-6
+"""Added to the normaliser, as the xLSTM authors' code does: once ``m_t`` exceeds about 88, ``exp(-m_t)``
+underflows float32 to 0 and the lower bound alone no longer keeps the division's gradient finite."""
+
+
 class MLSTMCarry(NamedTuple):
     """The mLSTM state: matrix memory ``c (*b, k e e)`` (flattened), normaliser ``n (*b, h)``, both divided by
     ``exp(m)``, and stabiliser ``m (*b, k)``."""
@@ -71,8 +76,12 @@ class Form:
                           m.astype(dtype))  # fmt: skip
 
     def output(self, num, den, m, o):
-        """``y = sigmoid(o) * num / max(|den|, exp(-m))``, heads concatenated."""
-        ht = num / jnp.maximum(jnp.abs(den), jnp.exp(-m))[..., None]
+        """``y = sigmoid(o) * num / (max(|den|, exp(-m)) + eps)``, heads concatenated."""
+        # m_t falls far below 0 where the input gates stay closed (i~ << 0) from a zero start; exp(-m) then
+        # overflows, which the forward pass survives (num / inf = 0) but not the gradient (inf * 0). Below
+        # m = -80 the bound exceeds 5e34 and the output is 0 to float32's precision either way.
+        bound = jnp.exp(-jnp.maximum(m, -80.0))
+        ht = num / (jnp.maximum(jnp.abs(den), bound) + EPS)[..., None]
         return jax.nn.sigmoid(o) * ht.reshape(o.shape)
 
     def step(self, carry: MLSTMCarry, xp):
@@ -145,4 +154,4 @@ class Form:
         return self.pack(c, n, m[-1], carry.m.dtype), ys.astype(carry.m.dtype)
 
 
-__all__ = ["Form", "MLSTMCarry"]
+__all__ = ["EPS", "Form", "MLSTMCarry"]
