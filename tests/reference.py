@@ -203,9 +203,7 @@ def run(step, params, xs, carry, lengths=None, reverse=False):
     return finals, np.stack([[ys.get(t, np.zeros(hidden)) for t in range(steps)] for ys in outputs])
 
 
-def run_sequence(
-    step, params, xs, initial, fresh, *, lengths=None, mask=None, reset=None, reverse=False, hidden=None
-):
+def run_sequence(step, params, xs, initial, fresh, *, lengths=None, mask=None, reset=None, reverse=False, hidden=None):
     """``rnnx.unroll``'s documented sequence semantics, one sequence and one step at a time, in float64.
 
     Args:

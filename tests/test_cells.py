@@ -99,7 +99,9 @@ def test_gradients_match_finite_differences_in_float64(cell_name):
         def loss(params, xs):
             carry, ys = rnnx.unroll(cell, params, xs, lengths=lengths)
             # real and imaginary parts: the LRU's carry is complex
-            return jnp.sum(ys**2) + sum(jnp.sum(jnp.sin(jnp.real(c)) + jnp.imag(c) ** 2) for c in jax.tree.leaves(carry))
+            return jnp.sum(ys**2) + sum(
+                jnp.sum(jnp.sin(jnp.real(c)) + jnp.imag(c) ** 2) for c in jax.tree.leaves(carry)
+            )
 
         check_grads(loss, (params, xs), order=1, modes=("rev",), atol=1e-6, rtol=1e-6, eps=1e-6)
 

@@ -66,7 +66,9 @@ def _setup(name):
     rng = np.random.default_rng(sorted(FUZZ_CELLS).index(name))
     params = {}
     for key, shape in cell.param_shapes(D).items():
-        if key == "w_hh" and len(shape) == 2:  # orthogonal blocks (as rnnx initialises them) keep a relu RNN bounded over 40 steps
+        if (
+            key == "w_hh" and len(shape) == 2
+        ):  # orthogonal blocks (as rnnx initialises them) keep a relu RNN bounded over 40 steps
             blocks = [np.linalg.qr(rng.normal(size=(H, H)))[0] for _ in range(shape[1] // H)]
             params[key] = np.concatenate(blocks, axis=1)
         else:  # non-zero biases and learned initial states, so that a dropped term would show
@@ -101,6 +103,7 @@ def cases(draw, names):
     if draw(st.booleans()):  # anywhere, the padding included, where it must change nothing
         case["reset"] = rng.random((*batch, steps)) < draw(st.sampled_from((0.05, 0.2, 0.5)))
     if draw(st.booleans()):
+
         def state(c):  # complex for the LRU's state
             part = lambda: rng.normal(size=(*batch, *c.shape))  # noqa: E731
             return (part() + 1j * part() if np.iscomplexobj(c) else part()).astype(c.dtype)

@@ -118,7 +118,7 @@ def lru(
 
     >>> import jax, rnnx
     >>> rnnx.count_params(rnnx.lru(128, state_size=256).init(jax.random.key(0), 128))
-    147200
+    148224
     """
     check_hidden_size(hidden_size)
     n = hidden_size if state_size is None else state_size
@@ -239,7 +239,9 @@ def rg_lru(
     if not c > 0:
         raise ValueError(f"c must be positive, received {c!r}")
     if not 0.0 < min_rad < max_rad < 1.0:
-        raise ValueError(f"min_rad and max_rad must satisfy 0 < min_rad < max_rad < 1, received {min_rad!r}, {max_rad!r}")
+        raise ValueError(
+            f"min_rad and max_rad must satisfy 0 < min_rad < max_rad < 1, received {min_rad!r}, {max_rad!r}"
+        )
     h, heads = hidden_size, num_heads
     block = h // heads
     dtype = None if dtype is None else jnp.dtype(dtype)
@@ -286,7 +288,9 @@ def rg_lru(
 
     def project(params, x):
         u = input_projection(params, x, dtype)
-        return jnp.concatenate([u, blockwise(u, params["w_a"], params["b_a"]), blockwise(u, params["w_x"], params["b_x"])], -1)
+        return jnp.concatenate(
+            [u, blockwise(u, params["w_a"], params["b_a"]), blockwise(u, params["w_x"], params["b_x"])], -1
+        )
 
     def coefficients(params, xp):
         xp = xp.astype(_real(xp))

@@ -29,6 +29,7 @@ from rnnx.core.cells import Cell
 from rnnx.core.gates import FORGET_GATES, log_forget, stabilised
 from rnnx.core.typing import BatchShape, Initializer
 
+
 class SLSTMCarry(NamedTuple):
     """The sLSTM state, each ``(*b, h)``: hidden ``h``, cell ``c`` and normaliser ``n`` (both divided by
     ``exp(m)``), stabiliser ``m``."""
@@ -228,7 +229,7 @@ def mlstm(
 
     >>> import jax, rnnx
     >>> rnnx.count_params(rnnx.mlstm(768, num_heads=4).init(jax.random.key(0), 768))
-    2370568
+    2368520
     """
     _check(hidden_size, num_heads, forget_gate)
     if not isinstance(chunk_size, int) or chunk_size < 1:

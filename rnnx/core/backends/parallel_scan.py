@@ -20,6 +20,7 @@ def output_dtype(carry_dtype):
     """The outputs' dtype: the carry's, or its real counterpart for a complex carry (the LRU's)."""
     return jnp.finfo(carry_dtype).dtype
 
+
 NAME = "parallel"
 
 
