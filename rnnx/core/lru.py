@@ -208,8 +208,9 @@ def rg_lru(
 
     computed as ``log a_t = -c r_t softplus(-Lambda)`` and ``sqrt(1 - a_t^2) = sqrt(-expm1(2 log a_t))``,
     stable where ``a_t`` is close to 1; the square root's derivative is capped at 1000 there, as recurrentgemma
-    does, since it is infinite where the gate closes (``a_t = 1``). ``c = 8``. Initialisation as the paper states it: ``a^c`` uniform in
-    ``[min_rad, max_rad] = [0.9, 0.999]`` (Lambda = logit of its c-th root); ``W`` glorot-uniform, ``W_a, W_x``
+    does, since it is infinite where the gate closes (``a_t = 1``). ``c = 8``. Initialisation as the paper
+    states it: ``a^c`` uniform in ``[min_rad, max_rad] = [0.9, 0.999]`` (Lambda = logit of its c-th root);
+    ``W`` glorot-uniform, ``W_a, W_x``
     ``N(0, 1/block)`` per block, biases zero. Griffin's temporal convolution before the recurrence is part of
     its block, not of this cell.
 

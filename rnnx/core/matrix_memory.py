@@ -27,7 +27,6 @@ import jax.numpy as jnp
 
 from rnnx.core.gates import log_forget, stabilised
 
-
 EPS = 1e-6
 """Added to the normaliser, as the xLSTM authors' code does: once ``m_t`` exceeds about 88, ``exp(-m_t)``
 underflows float32 to 0 and the lower bound alone no longer keeps the division's gradient finite."""

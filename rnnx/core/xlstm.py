@@ -16,7 +16,7 @@ connections are left to the model around the cell, as for the other cells). The 
 ``sigmoid`` (``forget_gate="sigmoid"``, the paper's language-model choice) or ``exp``.
 """
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -108,7 +108,7 @@ def slstm(
     h, heads = hidden_size, num_heads
     e = h // heads
     lo, hi = (float(v) for v in forget_bias)
-    spec = (
+    spec: tuple[tuple[str, Any], ...] = (
         ("hidden_size", hidden_size),
         ("num_heads", num_heads),
         ("forget_gate", forget_gate),
@@ -238,7 +238,7 @@ def mlstm(
     h, heads = hidden_size, num_heads
     lo, hi = (float(v) for v in forget_bias)
     width = 4 * h + 2 * heads
-    spec = (
+    spec: tuple[tuple[str, Any], ...] = (
         ("hidden_size", hidden_size),
         ("num_heads", num_heads),
         ("forget_gate", forget_gate),
