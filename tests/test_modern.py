@@ -172,6 +172,12 @@ def test_nnx_modules_stack_and_single_step_with_checkpoint_record(name, tmp_path
     assert ys.shape == (2, 5, 2 * H) and len(carry) == 4
     assert float(jnp.abs(ys[1, 3:]).max()) == 0.0  # padding stays zero through dropout and both directions
     model.eval()
+    # stateful: two calls, the second from the first's carry, equal one call over the whole sequence
+    forward = rnnx.nn.Recurrent(cell, D, num_layers=2, rngs=nnx.Rngs(1))
+    first, carry_1 = forward(xs[:, :2])
+    second, carry_2 = forward(xs[:, 2:], initial_carry=carry_1)
+    whole, carry = forward(xs)
+    chex.assert_trees_all_close((jnp.concatenate([first, second], 1), carry_2), (whole, carry), atol=1e-5)
     net, params = model.functional()
     chex.assert_trees_all_close(model(xs, lengths=lengths)[0], net.apply(params, xs, lengths=lengths)[1])
     # single steps: the module's step is cell.apply
