@@ -20,7 +20,8 @@ Differences from PyTorch worth knowing when swapping ``torch.nn.LSTM`` for :clas
 * ``rngs`` takes an int seed (``rngs=0`` is ``nnx.Rngs(0)``), as Flax's own modules do.
 
 :class:`SimpleRNNCell`, :class:`LSTMCell`, :class:`GRUCell`, :class:`MinGRUCell`, :class:`MinLSTMCell`,
-:class:`LRUCell`, :class:`RGLRUCell`, :class:`SLSTMCell` and :class:`MLSTMCell` are single steps, ``cell(carry, x) -> (carry, y)`` (Flax's cell order), for loops of one's own.
+:class:`LRUCell`, :class:`RGLRUCell`, :class:`SLSTMCell` and :class:`MLSTMCell` are single steps,
+``cell(carry, x) -> (carry, y)`` (Flax's cell order), for loops of one's own.
 """
 
 from typing import Any

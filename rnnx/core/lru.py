@@ -22,6 +22,7 @@ from jax.typing import DTypeLike
 
 from rnnx.core._common import check_hidden_size, check_input_size, draw, input_projection
 from rnnx.core.cells import Cell
+from rnnx.core.parallel import linear_cell
 from rnnx.core.typing import BatchShape, Initializer
 
 
@@ -44,30 +45,6 @@ def sqrt_bounded(x):
 def _sqrt_bounded_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
     return jnp.sqrt(x), dx * 0.5 / jnp.maximum(jnp.sqrt(x), 0.5 / _MAX_SQRT_GRADIENT)
-
-
-def linear_cell(name, spec, gates, *, init, param_shapes, default_carry, project, coefficients, readout=None):
-    """A Cell whose step is ``h = a h + b`` from ``coefficients``, with output ``readout(params, h, xp)`` (or
-    ``h``). The step and the parallel scan share ``coefficients`` and ``readout``: one copy of each equation."""
-
-    def step(params, carry, xp):
-        a, b = coefficients(params, xp)
-        new = a * carry.astype(a.dtype) + b
-        y = new if readout is None else readout(params, new, xp)
-        return new.astype(carry.dtype), y.astype(jnp.finfo(carry.dtype).dtype)
-
-    return Cell(
-        name=name,
-        spec=spec,
-        gates=gates,
-        init=init,
-        default_carry=default_carry,
-        project=project,
-        step=step,
-        param_shapes=param_shapes,
-        coefficients=coefficients,
-        readout=readout,
-    )
 
 
 def lru(
@@ -303,4 +280,4 @@ def rg_lru(
                        project=project, coefficients=coefficients)  # fmt: skip
 
 
-__all__ = ["linear_cell", "lru", "rg_lru", "sqrt_bounded"]
+__all__ = ["lru", "rg_lru", "sqrt_bounded"]

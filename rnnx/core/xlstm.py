@@ -48,6 +48,12 @@ def _check(hidden_size, num_heads, forget_gate):
         raise ValueError(f"forget_gate must be one of {FORGET_GATES}, received {forget_gate!r}")
 
 
+def _heads_spec(hidden_size, num_heads, forget_gate, lo, hi):
+    """The architecture arguments both xLSTM cells share, in ``Cell.spec``'s order."""
+    return (("hidden_size", hidden_size), ("num_heads", num_heads), ("forget_gate", forget_gate),
+            ("forget_bias", (lo, hi)))  # fmt: skip
+
+
 def _setup(dtype, param_dtype):
     return (None if dtype is None else jnp.dtype(dtype)), jnp.dtype(param_dtype)
 
@@ -109,10 +115,7 @@ def slstm(
     e = h // heads
     lo, hi = (float(v) for v in forget_bias)
     spec: tuple[tuple[str, Any], ...] = (
-        ("hidden_size", hidden_size),
-        ("num_heads", num_heads),
-        ("forget_gate", forget_gate),
-        ("forget_bias", (lo, hi)),
+        *_heads_spec(hidden_size, num_heads, forget_gate, lo, hi),
         ("kernel_init", kernel_init),
         ("recurrent_init", recurrent_init),
         ("dtype", dtype),
@@ -239,10 +242,7 @@ def mlstm(
     lo, hi = (float(v) for v in forget_bias)
     width = 4 * h + 2 * heads
     spec: tuple[tuple[str, Any], ...] = (
-        ("hidden_size", hidden_size),
-        ("num_heads", num_heads),
-        ("forget_gate", forget_gate),
-        ("forget_bias", (lo, hi)),
+        *_heads_spec(hidden_size, num_heads, forget_gate, lo, hi),
         ("chunk_size", chunk_size),
         ("kernel_init", kernel_init),
         ("dtype", dtype),
