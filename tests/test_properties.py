@@ -43,7 +43,8 @@ FUZZ_CELLS |= {
         functools.partial(reference.mlstm_step, heads=2, forget_gate="exp"),
     ),
 }
-MIN_CELLS = sorted(name for name, entry in FUZZ_CELLS.items() if entry[0](2).parallel)
+# The parallel cells, the mLSTM through its chunked variant (chunk boundaries, heads, exp forget gate).
+MIN_CELLS = sorted(name for name, entry in FUZZ_CELLS.items() if entry[0](2).parallel and name != "mlstm")
 H, D = 4, 3
 SIZES = (1, 2, 3) * 3 + (0,)  # batch axis sizes: a size-0 axis (no sequences at all) in about one of ten
 FUZZ = settings(deadline=None, database=None)
@@ -194,7 +195,7 @@ def test_parallel_and_sequential_both_match_the_reference(name):
         for a, b in zip(jax.tree.leaves(parallel), jax.tree.leaves(sequential)):
             np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
-    _fuzz(name, 10, both)
+    _fuzz(name, 10 if name.startswith("min_") else 4, both)  # the newer cells compile slower: fewer examples
 
 
 KERNEL_CELLS = sorted(name for name, entry in FUZZ_CELLS.items() if entry[0](2).update is not None)
