@@ -14,7 +14,7 @@ initial carry, or the reset state after a reset), with log-weight ``m_0 + F_t - 
 
 gives the recurrence's outputs, not an approximation of them. A masked step is ``log f = 0`` and
 ``i~ = -inf`` (the state passes through), a reset cuts the sources before it. The quadratic form costs
-``t^2`` per sequence, so :meth:`Form.sequence` runs it within chunks of ``chunk_size`` steps and carries
+``t^2`` per sequence, so ``Form.sequence`` runs it within chunks of ``chunk_size`` steps and carries
 ``(C, n, m)`` from chunk to chunk with ``lax.scan``: the paper's chunkwise form.
 """
 

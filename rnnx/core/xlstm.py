@@ -205,7 +205,7 @@ def mlstm(
 
     the paper's Equations 19-27 with the stabiliser of its Appendix A (``C`` and ``n`` divided by
     ``exp(m_t)``, which turns the normaliser's lower bound 1 into ``exp(-m_t)``), and ``epsilon = 1e-6`` as in
-    the authors' code (:data:`rnnx.core.matrix_memory.EPS`: it keeps the gradient finite where ``exp(-m_t)``
+    the authors' code (``rnnx.core.matrix_memory.EPS``: it keeps the gradient finite where ``exp(-m_t)``
     underflows). The gates depend on
     ``x_t`` only, so the whole sequence also has a parallel form; ``rnnx.unroll`` runs the chunkwise one
     (:mod:`rnnx.core.matrix_memory`: the quadratic parallel form within chunks of ``chunk_size`` steps, the
