@@ -50,9 +50,19 @@ CLAIMS = {
     "LSTM ~3x slower than GRU (lstm/gru = 2.5-3.5)": ("lstm", "gru", 2.5, 3.5),
     "GRU ~25% faster than LSTM (lstm/gru = 1.15-1.45)": ("lstm", "gru", 1.15, 1.45),
 }
-CPU_CELLS = ("simple_rnn", "lstm", "gru", "min_gru")
+CPU_CELLS = ("simple_rnn", "lstm", "gru", "min_gru", "lru", "rg_lru", "slstm", "mlstm")
 CPU_PEERS = ("rnnx", "flax.linen", "flax.linen OptimizedLSTM", "flax.nnx", "equinox", "torch")
-GPU_CELLS = ("lstm", "gru", "simple_rnn", "min_gru", "min_lstm")  # by value: the cuDNN goal first
+GPU_CELLS = (
+    "lstm",
+    "gru",
+    "simple_rnn",
+    "min_gru",
+    "min_lstm",
+    "lru",
+    "rg_lru",
+    "slstm",
+    "mlstm",
+)  # cuDNN's goal first
 GOAL_CELLS = ("lstm", "gru", "simple_rnn")  # the fused-kernel goals' cells
 GPU_PEERS = (
     "rnnx",
@@ -141,7 +151,8 @@ def gpu_plan(
 
 
 def cpu_plan(cells, peers, modes, dtypes, repeats, base: dict, sweep: bool) -> list[Job]:
-    """The CPU suite: every cell at ``base``; with ``sweep``, training-step time against T and H."""
+    """The CPU suite: every cell at ``base``; with ``sweep``, forward and training-step time against T and
+    training-step time against H."""
     jobs = [Job("cpu", Config(c, **base, dtype=d), tuple(peers), tuple(modes), repeats) for d in dtypes for c in cells]
     if sweep:
         sweep_peers = tuple(p for p in peers if p in ("rnnx", "torch", "flax.linen"))
@@ -149,7 +160,8 @@ def cpu_plan(cells, peers, modes, dtypes, repeats, base: dict, sweep: bool) -> l
             for axis, values in (("steps", (25, 100, 400)), ("hidden", (64, 128, 256, 512))):
                 for value in values:
                     cfg = Config(cell, **(base | {axis: value}), dtype=dtypes[0])
-                    jobs.append(Job(f"sweep-{axis}", cfg, sweep_peers, ("train",), max(5, repeats // 3)))
+                    sweep_modes = tuple(modes) if axis == "steps" else ("train",)
+                    jobs.append(Job(f"sweep-{axis}", cfg, sweep_peers, sweep_modes, max(5, repeats // 3)))
     return jobs
 
 

@@ -68,7 +68,7 @@ class Config:
         count 3x (the usual estimate: the backward pass is two products per forward product)."""
         cell = rnnx.make_cell(self.cell, self.hidden)
         dirs = 2 if self.bidirectional else 1
-        recurrent = 0 if cell.coefficients is not None else self.hidden  # parallel-scan cells: no w_hh
+        recurrent = 0 if cell.parallel else self.hidden  # parallel-scan cells and the mLSTM: no w_hh
         total, width = 0.0, self.input
         for _ in range(self.layers):
             total += dirs * 2.0 * self.batch * self.steps * (width + recurrent) * cell.gates * self.hidden
@@ -83,6 +83,9 @@ class Contender:
     first_call_s: dict  # {mode: seconds of the first call: trace + compile + run for JAX, lazy set-up for torch}
     memory_bytes: dict  # {mode: bytes or None}: JAX: compiled argument + output + temp; torch: CUDA peak
     hlo: dict = dataclasses.field(default_factory=dict)  # {mode: benchmarks.hlo.count_kernels(...)}, JAX only
+
+
+CLASSIC = ("simple_rnn", "lstm", "gru")  # the cells the other libraries have
 
 
 def _optimizer():
@@ -181,8 +184,8 @@ def build_rnnx_cudnn(cfg: Config, modes=MODES, backend: str = "cudnn") -> Conten
 
 def build_rnnx_auto(cfg: Config, modes=MODES) -> Contender:
     """rnnx's ``backend="auto"``, which may pick cuDNN or the Pallas kernels; GPU and classic cells only."""
-    if rnnx.make_cell(cfg.cell, 1).coefficients is not None:
-        raise Unavailable(f"auto runs the parallel scan for {cfg.cell}: the rnnx row")
+    if cfg.cell not in CLASSIC:
+        raise Unavailable(f"auto runs the scan family for {cfg.cell}: the rnnx row")
     return _on_gpu(cfg, modes, "auto")
 
 
@@ -193,7 +196,7 @@ def _on_gpu(cfg: Config, modes, backend: str) -> Contender:
 
 
 def _classic_only(cfg: Config, library: str):
-    if rnnx.make_cell(cfg.cell, 1).coefficients is not None:
+    if cfg.cell not in CLASSIC:
         raise Unavailable(f"{library} has no {cfg.cell} cell")
     if cfg.layers != 1 or cfg.bidirectional:
         raise Unavailable(f"{library}: this suite builds single-layer, unidirectional peers only")

@@ -16,16 +16,22 @@ from rnnx import training as training
 from rnnx.core import CELLS as CELLS
 from rnnx.core import Cell as Cell
 from rnnx.core import LSTMCarry as LSTMCarry
+from rnnx.core import MLSTMCarry as MLSTMCarry
+from rnnx.core import SLSTMCarry as SLSTMCarry
 from rnnx.core import Stack as Stack
 from rnnx.core import count_params as count_params
 from rnnx.core import default_hoist as default_hoist
 from rnnx.core import gru as gru
 from rnnx.core import linear_scan as linear_scan
+from rnnx.core import lru as lru
 from rnnx.core import lstm as lstm
 from rnnx.core import make_cell as make_cell
 from rnnx.core import min_gru as min_gru
 from rnnx.core import min_lstm as min_lstm
+from rnnx.core import mlstm as mlstm
+from rnnx.core import rg_lru as rg_lru
 from rnnx.core import simple_rnn as simple_rnn
+from rnnx.core import slstm as slstm
 from rnnx.core import stacked as stacked
 from rnnx.core import tbptt as tbptt
 from rnnx.core import torch_init as torch_init
@@ -52,6 +58,8 @@ __all__ = [
     "CELLS",
     "Cell",
     "LSTMCarry",
+    "MLSTMCarry",
+    "SLSTMCarry",
     "Stack",
     "apps",
     "core",
@@ -61,12 +69,16 @@ __all__ = [
     "gru",
     "interop",
     "linear_scan",
+    "lru",
     "lstm",
     "make_cell",
     "min_gru",
     "min_lstm",
+    "mlstm",
     "nn",
+    "rg_lru",
     "simple_rnn",
+    "slstm",
     "stacked",
     "tbptt",
     "torch_init",

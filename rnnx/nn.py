@@ -19,8 +19,9 @@ Differences from PyTorch worth knowing when swapping ``torch.nn.LSTM`` for :clas
   ``bias=False``; PyTorch-only arguments (``batch_first``, ``nonlinearity``, ...) are refused with the fix;
 * ``rngs`` takes an int seed (``rngs=0`` is ``nnx.Rngs(0)``), as Flax's own modules do.
 
-:class:`SimpleRNNCell`, :class:`LSTMCell`, :class:`GRUCell`, :class:`MinGRUCell` and :class:`MinLSTMCell`
-are single steps, ``cell(carry, x) -> (carry, y)`` (Flax's cell order), for loops of one's own.
+:class:`SimpleRNNCell`, :class:`LSTMCell`, :class:`GRUCell`, :class:`MinGRUCell`, :class:`MinLSTMCell`,
+:class:`LRUCell`, :class:`RGLRUCell`, :class:`SLSTMCell` and :class:`MLSTMCell` are single steps,
+``cell(carry, x) -> (carry, y)`` (Flax's cell order), for loops of one's own.
 """
 
 from typing import Any
@@ -434,6 +435,30 @@ class MinLSTMCell(_NamedCell):
     cell_name = "min_lstm"
 
 
+class LRUCell(_NamedCell):
+    """One step of :func:`rnnx.lru` as an NNX module; the carry is the complex state."""
+
+    cell_name = "lru"
+
+
+class RGLRUCell(_NamedCell):
+    """One step of :func:`rnnx.rg_lru` (Griffin's recurrence) as an NNX module."""
+
+    cell_name = "rg_lru"
+
+
+class SLSTMCell(_NamedCell):
+    """One step of :func:`rnnx.slstm` as an NNX module; the carry is ``SLSTMCarry(h, c, n, m)``."""
+
+    cell_name = "slstm"
+
+
+class MLSTMCell(_NamedCell):
+    """One step of :func:`rnnx.mlstm` as an NNX module; the carry is ``MLSTMCarry(c, n, m)``."""
+
+    cell_name = "mlstm"
+
+
 def to_torch_state(carry: tuple[Carry, ...]):
     """A module's final carry as PyTorch's stacked state: ``h_n (L*D, *b, h)``, or ``(h_n, c_n)`` for LSTM
     carries, the layers and directions in the same order.
@@ -469,11 +494,15 @@ __all__ = [
     "GRU",
     "LSTM",
     "GRUCell",
+    "LRUCell",
     "LSTMCell",
+    "MLSTMCell",
     "MinGRUCell",
     "MinLSTMCell",
     "Recurrent",
+    "RGLRUCell",
     "RecurrentCell",
+    "SLSTMCell",
     "SimpleRNN",
     "SimpleRNNCell",
     "from_torch_state",

@@ -23,6 +23,10 @@ REFERENCES = {
     "gru": reference.gru_step,
     "min_gru": reference.min_gru_step,
     "min_lstm": reference.min_lstm_step,
+    "lru": reference.lru_step,
+    "rg_lru": reference.rg_lru_step,
+    "slstm": reference.slstm_step,
+    "mlstm": reference.mlstm_step,
 }
 VARIANTS = {
     "simple_rnn_relu": (

@@ -1,9 +1,28 @@
 """NumPy reference cells, written from the equations in the docstrings, independent of rnnx's code.
 
 Gate orders: LSTM i, f, g, o; GRU r, z, n. Weights ``w_ih (d, g*h)``, ``w_hh (h, g*h)``, bias ``b (g*h,)``.
+
+A step returns the new carry; where the output is not the carry (or its first part), it returns
+``Emit(carry, y)``.
 """
 
+from typing import NamedTuple
+
 import numpy as np
+
+
+class Emit(NamedTuple):
+    """A step's new carry and its output, for cells whose output is not the carry's first part."""
+
+    carry: object
+    y: np.ndarray
+
+
+def split(result):
+    """``(carry, y)`` from a reference step's result."""
+    if isinstance(result, Emit):
+        return result.carry, result.y
+    return result, (result[0] if isinstance(result, tuple) else result)
 
 
 def sigmoid(x):
@@ -58,6 +77,112 @@ def min_lstm_step(p, h, x):
     return f / (f + i) * h + i / (f + i) * g(pre[..., 2 * hs :])
 
 
+def lru_step(p, h, x):
+    """LRU (Orvieto et al. 2023): ``h' = lambda h + gamma (B x)``, ``y = Re(C h') + D x``, complex state."""
+    n = p["nu_log"].shape[0]
+    lam = np.exp(-np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"]))
+    w = p["w_ih"]
+    b_matrix = (w[:, :n] + 1j * w[:, n : 2 * n]).T  # (N, d)
+    c_matrix = (p["c_re"] + 1j * p["c_im"]).T  # (h, N)
+    h = lam * h + np.exp(p["gamma_log"]) * (x @ b_matrix.T)
+    return Emit(h, np.real(h @ c_matrix.T) + x @ w[:, 2 * n :])
+
+
+def _block_diagonal(blocks, gates=1):
+    """The dense ``(k e, gates k e)`` matrix of per-head blocks ``(k, e, gates e)``, gate-major columns."""
+    heads, e = blocks.shape[:2]
+    h = heads * e
+    dense = np.zeros((h, gates * h))
+    for j in range(heads):
+        for g in range(gates):
+            dense[j * e : (j + 1) * e, g * h + j * e : g * h + (j + 1) * e] = blocks[j][:, g * e : (g + 1) * e]
+    return dense
+
+
+def rg_lru_step(p, h, x, c=8.0):
+    """RG-LRU (De et al. 2024): ``a_t = sigmoid(Lambda)^(c r_t)``, ``h' = a_t h + sqrt(1 - a_t^2) (i_t u_t)``."""
+    u = x @ p["w_ih"] + p["b"]
+    r = sigmoid(u @ _block_diagonal(p["w_a"]) + p["b_a"])
+    i = sigmoid(u @ _block_diagonal(p["w_x"]) + p["b_x"])
+    a = sigmoid(p["lam"]) ** (c * r)
+    return a * h + np.sqrt(1.0 - a**2) * (i * u)
+
+
+def _log_f(pre, forget_gate):
+    return -np.logaddexp(0.0, -pre) if forget_gate == "sigmoid" else pre
+
+
+def slstm_step(p, state, x, forget_gate="sigmoid"):
+    """sLSTM (Beck et al. 2024), stabilised (their Appendix A); state ``(h, c, n, m)``, gate order i, f, z, o."""
+    h, c, n, m = state
+    hs = h.shape[-1]
+    pre = x @ p["w_ih"] + p["b"] + h @ _block_diagonal(p["w_hh"], 4)
+    i_pre, f_pre, z_pre, o_pre = (pre[..., k * hs : (k + 1) * hs] for k in range(4))
+    log_f = _log_f(f_pre, forget_gate)
+    m_new = np.maximum(log_f + m, i_pre)
+    i, f = np.exp(i_pre - m_new), np.exp(log_f + m - m_new)
+    c = f * c + i * np.tanh(z_pre)
+    n = f * n + i
+    return sigmoid(o_pre) * c / n, c, n, m_new
+
+
+def slstm_step_unstabilised(p, state, x, forget_gate="sigmoid"):
+    """The sLSTM's Equations 8-14 as written, without the stabiliser: state ``(h, c, n)``."""
+    h, c, n = state
+    hs = h.shape[-1]
+    pre = x @ p["w_ih"] + p["b"] + h @ _block_diagonal(p["w_hh"], 4)
+    i_pre, f_pre, z_pre, o_pre = (pre[..., k * hs : (k + 1) * hs] for k in range(4))
+    f = np.exp(_log_f(f_pre, forget_gate))
+    c = f * c + np.exp(i_pre) * np.tanh(z_pre)
+    n = f * n + np.exp(i_pre)
+    return sigmoid(o_pre) * c / n, c, n
+
+
+def _mlstm_parts(p, x, heads):
+    width = p["w_ih"].shape[1]
+    hs = (width - 2 * heads) // 4
+    e = hs // heads
+    pre = x @ p["w_ih"] + p["b"]
+    q, k, v, o = (pre[..., j * hs : (j + 1) * hs] for j in range(4))
+    i_pre, f_pre = pre[..., 4 * hs : 4 * hs + heads], pre[..., 4 * hs + heads :]
+    return q, k / np.sqrt(e), v, o, i_pre, f_pre, e
+
+
+def mlstm_step(p, state, x, heads=1, forget_gate="sigmoid"):
+    """mLSTM (Beck et al. 2024), stabilised: state ``(C (k e e), n (h), m (k))``, for one sequence or, row by
+    row, for a batch ``x (b, d)``."""
+    if np.ndim(x) == 2:
+        rows = [mlstm_step(p, tuple(a[r] for a in state), x[r], heads, forget_gate) for r in range(len(x))]
+        return Emit(tuple(np.stack(a) for a in zip(*(r.carry for r in rows))), np.stack([r.y for r in rows]))
+    q, k, v, o, i_pre, f_pre, e = _mlstm_parts(p, x, heads)
+    c, n, m = (np.array(a, np.float64) for a in state)
+    c, n = c.reshape(heads, e, e), n.reshape(heads, e)
+    h_tilde, m_new = np.zeros(heads * e), np.zeros(heads)
+    for j in range(heads):
+        part = slice(j * e, (j + 1) * e)
+        log_f = _log_f(f_pre[j], forget_gate)
+        m_new[j] = max(log_f + m[j], i_pre[j])
+        i, f = np.exp(i_pre[j] - m_new[j]), np.exp(log_f + m[j] - m_new[j])
+        c[j] = f * c[j] + i * np.outer(v[part], k[part])
+        n[j] = f * n[j] + i * k[part]
+        h_tilde[part] = c[j] @ q[part] / (max(abs(n[j] @ q[part]), np.exp(-m_new[j])) + 1e-6)  # the authors' eps
+    return Emit((c.reshape(-1), n.reshape(-1), m_new), sigmoid(o) * h_tilde)
+
+
+def mlstm_step_unstabilised(p, state, x, heads=1, forget_gate="sigmoid"):
+    """The mLSTM's Equations 19-27 as written: state ``(C, n)`` per head, normaliser bound 1."""
+    q, k, v, o, i_pre, f_pre, e = _mlstm_parts(p, x, heads)
+    c, n = (np.array(a, np.float64) for a in state)
+    h_tilde = np.zeros(heads * e)
+    for j in range(heads):
+        part = slice(j * e, (j + 1) * e)
+        i, f = np.exp(i_pre[j]), np.exp(_log_f(f_pre[j], forget_gate))
+        c[j] = f * c[j] + i * np.outer(v[part], k[part])
+        n[j] = f * n[j] + i * k[part]
+        h_tilde[part] = c[j] @ q[part] / max(abs(n[j] @ q[part]), 1.0)
+    return Emit((c, n), sigmoid(o) * h_tilde)
+
+
 def run(step, params, xs, carry, lengths=None, reverse=False):
     """Run ``step`` over ``xs (b, t, d)`` one sequence at a time, truncating each to its length.
 
@@ -68,18 +193,17 @@ def run(step, params, xs, carry, lengths=None, reverse=False):
     lengths = np.full(batch, steps) if lengths is None else np.asarray(lengths)
     finals, outputs = [], []
     for n in range(batch):
-        state = carry(n)
-        ys = np.zeros((steps, np.shape(state[0] if isinstance(state, tuple) else state)[-1]))
+        state, ys = carry(n), {}
         order = range(lengths[n])
         for t in reversed(order) if reverse else order:
-            state = step(params, state, np.asarray(xs[n, t], np.float64))
-            ys[t] = state[0] if isinstance(state, tuple) else state
+            state, ys[t] = split(step(params, state, np.asarray(xs[n, t], np.float64)))
         finals.append(state)
         outputs.append(ys)
-    return finals, np.stack(outputs)
+    hidden = next((y.shape[-1] for ys in outputs for y in ys.values()), 0)
+    return finals, np.stack([[ys.get(t, np.zeros(hidden)) for t in range(steps)] for ys in outputs])
 
 
-def run_sequence(step, params, xs, initial, fresh, *, lengths=None, mask=None, reset=None, reverse=False):
+def run_sequence(step, params, xs, initial, fresh, *, lengths=None, mask=None, reset=None, reverse=False, hidden=None):
     """``rnnx.unroll``'s documented sequence semantics, one sequence and one step at a time, in float64.
 
     Args:
@@ -95,6 +219,7 @@ def run_sequence(step, params, xs, initial, fresh, *, lengths=None, mask=None, r
         direction: forwards the carry is reset before the step, backwards after it (so before the step at
         ``t - 1``); the segment met first starts from ``initial`` unless a reset marks its start.
       reverse: run each valid part from its last step to its first; outputs stay aligned with their inputs.
+      hidden: the outputs' width (default: the last axis of ``initial``, or of its first part).
 
     Returns:
       ``(finals, ys)``: the final carry of each sequence (a list) and the outputs ``(b, t, h)``.
@@ -107,10 +232,11 @@ def run_sequence(step, params, xs, initial, fresh, *, lengths=None, mask=None, r
 
     def part(state, n):
         if isinstance(state, tuple):
-            return tuple(np.asarray(s[n], np.float64) for s in state)
-        return np.asarray(state[n], np.float64)
+            return tuple(_float64(s[n]) for s in state)
+        return _float64(state[n])
 
-    hidden = (initial[0] if isinstance(initial, tuple) else initial).shape[-1]
+    if hidden is None:
+        hidden = (initial[0] if isinstance(initial, tuple) else initial).shape[-1]
     finals, ys = [], np.zeros((batch, steps, hidden))
     for n in range(batch):
         state, length = part(initial, n), int(lengths[n])
@@ -119,7 +245,12 @@ def run_sequence(step, params, xs, initial, fresh, *, lengths=None, mask=None, r
             if starts:
                 state = part(fresh, n)
             if mask[n, t]:
-                state = step(params, state, np.asarray(xs[n, t], np.float64))
-                ys[n, t] = state[0] if isinstance(state, tuple) else state
+                state, ys[n, t] = split(step(params, state, np.asarray(xs[n, t], np.float64)))
         finals.append(state)
     return finals, ys
+
+
+def _float64(a):
+    """float64, or complex128 for a complex state (the LRU's)."""
+    a = np.asarray(a)
+    return a.astype(np.complex128 if np.iscomplexobj(a) else np.float64)

@@ -165,6 +165,10 @@ CELL_MODULES = {
     "gru": rnnx.nn.GRUCell,
     "min_gru": rnnx.nn.MinGRUCell,
     "min_lstm": rnnx.nn.MinLSTMCell,
+    "lru": rnnx.nn.LRUCell,
+    "rg_lru": rnnx.nn.RGLRUCell,
+    "slstm": rnnx.nn.SLSTMCell,
+    "mlstm": rnnx.nn.MLSTMCell,
 }
 
 

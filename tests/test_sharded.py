@@ -19,7 +19,7 @@ import pytest
 from rnnx.core.backends.sharded import sharded_linear_scan
 
 DEVICES = (2, 4, 8)
-CASES = ("linear_scan", "min_gru", "min_lstm")
+CASES = ("linear_scan", "min_gru", "min_lstm", "lru", "rg_lru")
 
 _SCRIPT = textwrap.dedent(
     """
@@ -42,7 +42,7 @@ _SCRIPT = textwrap.dedent(
     valid = (jnp.arange(T)[:, None] < lengths) & mask
 
     def loss(hs, last):  # weights every output, so that a wrong step cannot hide
-        return jnp.sum(jnp.sin(hs) * weights) + jnp.sum(last**2), (hs, last)
+        return jnp.sum(jnp.sin(hs) * weights) + jnp.sum(jnp.abs(last) ** 2), (hs, last)
 
     def scan_loss(scan, reverse):
         def f(a, b, h0):
@@ -53,6 +53,7 @@ _SCRIPT = textwrap.dedent(
     def cell_loss(cell, mesh, reverse):
         aligned = jnp.concatenate([reset[1:], jnp.zeros_like(reset[:1])]) if reverse else reset
         def f(params, xs, h0):
+            h0 = h0.astype(cell.default_carry(params).dtype)  # complex for the LRU
             if mesh is None:  # the one-device reference: the public rnnx.unroll, parallel mode
                 last, ys = rnnx.unroll(cell, params, xs, lengths=lengths, mask=mask, reset=reset,
                                        initial_carry=h0, reverse=reverse, time_major=True, parallel=True)
@@ -63,7 +64,7 @@ _SCRIPT = textwrap.dedent(
             return loss(ys, last)
         return jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True)
 
-    cells = {name: getattr(rnnx, name)(H) for name in ("min_gru", "min_lstm")}
+    cells = {name: getattr(rnnx, name)(H) for name in ("min_gru", "min_lstm", "lru", "rg_lru")}
     params = {name: jax.tree.map(lambda p: p + 0.3, cell.init(jax.random.key(0), D)) for name, cell in cells.items()}
 
     def everything(mesh):

@@ -1,5 +1,7 @@
 """rnnx.unroll against the NumPy reference and against itself: the invariants of a sequence runner."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -10,15 +12,22 @@ import rnnx
 from tests import reference
 from tests.conftest import CELLS, B, D, T
 
+# The LRU, RG-LRU, sLSTM and mLSTM meet lengths, masks with gaps, resets, reverse and batch axes in the fuzzed
+# reference tests of tests/test_properties.py; the tests here that only repeat those run for the older cells, to
+# keep the suite fast. The gradient, jit, vmap and remat tests run for every cell.
+FUZZED_ONLY = ("lru", "rg_lru", "slstm", "mlstm")
+OLDER_CELLS = sorted(name for name in CELLS if name not in FUZZED_ONLY)
+
 LENGTHS = jnp.array([T, 2, 0])
 
 
 def _np_carry(carry, n):
-    c = jax.tree.map(lambda a: np.asarray(a[n], np.float64), carry)
+    c = jax.tree.map(lambda a: reference._float64(a[n]), carry)  # complex for the LRU
     return tuple(c) if isinstance(c, tuple) else c
 
 
 @pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("cell_name", OLDER_CELLS)
 def test_unroll_matches_numpy_reference_with_lengths(cell_name, cell, params, xs, reverse):
     carry0 = jax.tree.map(lambda c: c + 0.2, cell.default_carry(params, (B,)))
     carry, ys = rnnx.unroll(cell, params, xs, lengths=LENGTHS, initial_carry=carry0, reverse=reverse)
@@ -42,6 +51,7 @@ def test_scan_equals_python_loop(cell, params, xs):
     chex.assert_trees_all_close(scan_carry, carry, atol=1e-6)
 
 
+@pytest.mark.parametrize("cell_name", OLDER_CELLS)
 def test_mask_with_gaps_equals_the_compacted_sequence(cell, params, xs):
     mask = jnp.array([[1, 0, 1, 1, 0, 1], [0, 0, 1, 0, 1, 0], [1, 1, 1, 1, 1, 1]], bool)
     carry, ys = rnnx.unroll(cell, params, xs, mask=mask)
@@ -53,6 +63,7 @@ def test_mask_with_gaps_equals_the_compacted_sequence(cell, params, xs):
         chex.assert_trees_all_close(jax.tree.map(lambda a: a[n], carry), c, atol=1e-6)
 
 
+@pytest.mark.parametrize("cell_name", OLDER_CELLS)
 def test_lengths_equal_truncated_runs_and_the_matching_mask(cell, params, xs):
     carry, ys = rnnx.unroll(cell, params, xs, lengths=LENGTHS)
     mask_carry, mask_ys = rnnx.unroll(cell, params, xs, mask=jnp.arange(T) < LENGTHS[:, None])
@@ -63,6 +74,7 @@ def test_lengths_equal_truncated_runs_and_the_matching_mask(cell, params, xs):
     chex.assert_trees_all_equal(jax.tree.map(lambda a: a[2], carry), cell.default_carry(params))  # length 0
 
 
+@pytest.mark.parametrize("cell_name", OLDER_CELLS)
 def test_reverse_equals_flip(cell, params, xs):
     carry, ys = rnnx.unroll(cell, params, xs, reverse=True)
     flip_carry, flip_ys = rnnx.unroll(cell, params, xs[:, ::-1])
@@ -70,6 +82,7 @@ def test_reverse_equals_flip(cell, params, xs):
     chex.assert_trees_all_close(carry, flip_carry, atol=1e-6)
 
 
+@pytest.mark.parametrize("cell_name", OLDER_CELLS)
 def test_reverse_with_lengths_equals_flipping_each_valid_part(cell, params, xs):
     carry, ys = rnnx.unroll(cell, params, xs, lengths=LENGTHS, reverse=True)
     for n, length in enumerate(LENGTHS.tolist()):
@@ -80,14 +93,24 @@ def test_reverse_with_lengths_equals_flipping_each_valid_part(cell, params, xs):
         chex.assert_trees_all_close(jax.tree.map(lambda a: a[n], carry), c, atol=1e-6)
 
 
+@functools.cache
+def _loss_and_grad(cell, options=()):
+    """A jitted value-and-grad of a loss over every output and carry part, one compilation per cell and options,
+    shared by the parametrisations that differ only in data."""
+
+    def loss(p, x, lengths, mask):
+        carry, ys = rnnx.unroll(cell, p, x, lengths=lengths, mask=mask, **dict(options))
+        return jnp.sum(ys**2) + sum(jnp.sum(jnp.abs(c) ** 2) for c in jax.tree.leaves(carry)), ys
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+
+
 @pytest.mark.parametrize("options", [dict(unroll=3), dict(remat=True), dict(hoist=True), dict(hoist=False)])
 def test_unroll_remat_and_hoist_change_nothing(cell, params, xs, options):
-    def loss(p, **kw):
-        carry, ys = rnnx.unroll(cell, p, xs, lengths=LENGTHS, **kw)
-        return jnp.sum(ys**2) + sum(jnp.sum(c) for c in jax.tree.leaves(carry)), ys
-
-    (base, base_ys), base_grads = jax.value_and_grad(loss, has_aux=True)(params)
-    (value, ys), grads = jax.value_and_grad(lambda p: loss(p, **options), has_aux=True)(params)
+    if cell.parallel and "remat" not in options:
+        pytest.skip("unroll and hoist do not apply to the parallel mode")
+    (_, base_ys), base_grads = _loss_and_grad(cell)(params, xs, LENGTHS, None)
+    (_, ys), grads = _loss_and_grad(cell, tuple(options.items()))(params, xs, LENGTHS, None)
     np.testing.assert_allclose(ys, base_ys, atol=1e-6)
     chex.assert_trees_all_close(grads, base_grads, atol=1e-5, rtol=1e-5)
 
@@ -104,6 +127,7 @@ def test_vmap_over_unbatched_runs_equals_batched_run(cell, params, xs):
     chex.assert_trees_all_close(batched, vmapped, atol=1e-6)
 
 
+@pytest.mark.parametrize("cell_name", OLDER_CELLS)
 def test_any_number_of_batch_axes_and_time_major(cell, params):
     xs = jax.random.normal(jax.random.key(2), (2, 3, T, D))
     lengths = jnp.array([[T, 1, 3], [0, 2, T]])
@@ -118,6 +142,7 @@ def test_any_number_of_batch_axes_and_time_major(cell, params):
     np.testing.assert_allclose(one_ys, ys[1, 2], atol=1e-6)
 
 
+@pytest.mark.parametrize("cell_name", OLDER_CELLS)
 def test_reset_inside_a_sequence_equals_two_separate_runs(cell, params, xs):
     reset = jnp.zeros((B, T), bool).at[0, 2].set(True).at[1, 4].set(True)
     for reverse in (False, True):
@@ -140,15 +165,10 @@ def test_padding_never_reaches_the_gradient(cell, params, xs, mode, poison):
     lengths = jnp.array([T, 3, 1])
     mask = jnp.ones((B, T), bool).at[0, 2].set(False)
     skipped = ~(mask & (jnp.arange(T) < lengths[:, None]))
-    option = {"parallel": False} if cell.coefficients is not None else {"hoist": not rnnx.default_hoist(cell)}
-    kwargs = dict(lengths=lengths, mask=mask, **(option if mode == "other" else {}))
-
-    def loss(p, x):
-        carry, ys = rnnx.unroll(cell, p, x, **kwargs)
-        return jnp.sum(ys**2) + sum(jnp.sum(c**2) for c in jax.tree.leaves(carry))
-
+    option = {"parallel": False} if cell.parallel else {"hoist": not rnnx.default_hoist(cell)}
+    grad = _loss_and_grad(cell, tuple(option.items()) if mode == "other" else ())
     clean = jnp.where(skipped[..., None], 0.0, xs)
     dirty = jnp.where(skipped[..., None], poison, xs)
-    grads = jax.grad(loss, argnums=(0, 1))(params, dirty)
+    _, grads = grad(params, dirty, lengths, mask)
     chex.assert_tree_all_finite(grads)
-    chex.assert_trees_all_close(grads, jax.grad(loss, argnums=(0, 1))(params, clean), rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(grads, grad(params, clean, lengths, mask)[1], rtol=1e-6, atol=1e-6)

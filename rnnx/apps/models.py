@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnx.core.cells import LSTMCarry
 from rnnx.core.stack import Stack, dropout
 from rnnx.core.typing import Carry, Key
 
@@ -30,10 +29,17 @@ class Model(NamedTuple):
     apply: Callable[..., Any]
 
 
-def _final_hidden(carry: tuple[Carry, ...], net: Stack) -> jax.Array:
-    """The last layer's final hidden state(s), forward then backward: ``(b, num_directions * h)``."""
-    last = carry[-net.num_directions :]
-    return jnp.concatenate([c.h if isinstance(c, LSTMCarry) else c for c in last], axis=-1)
+def _final_hidden(ys: jax.Array, lengths: jax.Array, net: Stack) -> jax.Array:
+    """The last layer's final outputs, forward then backward: ``(b, num_directions * h)``.
+
+    The forward direction's output at each sequence's last step and the backward direction's at step 0: the
+    final hidden state for the classic cells (whose output is ``h``), and the final output for every cell,
+    the LRU and mLSTM included, whose carries are not their outputs. Zeros for an empty sequence.
+    """
+    h = net.cell.hidden_size
+    last = jnp.take_along_axis(ys[..., :h], jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
+    forward = jnp.where((lengths > 0)[:, None], last, jnp.zeros((), ys.dtype))
+    return jnp.concatenate([forward, ys[:, 0, h:]], axis=-1) if net.bidirectional else forward
 
 
 def _dense_init(key: Key, fan_in: int, fan_out: int) -> dict[str, jax.Array]:
@@ -61,8 +67,8 @@ def classifier(net: Stack, vocab_size: int, embed_dim: int, num_classes: int, *,
         embedded = params["embed"][tokens]
         if keys is not None and dropout_rate > 0:
             embedded = dropout(keys[0], embedded, dropout_rate)
-        carry, _ = net.apply(params["rnn"], embedded, lengths=lengths, key=None if keys is None else keys[1])
-        final = _final_hidden(carry, net)
+        _, ys = net.apply(params["rnn"], embedded, lengths=lengths, key=None if keys is None else keys[1])
+        final = _final_hidden(ys, lengths, net)
         if keys is not None and dropout_rate > 0:
             final = dropout(keys[2], final, dropout_rate)
         logits = final @ params["out_w"] + params["out_b"]

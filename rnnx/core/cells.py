@@ -85,7 +85,12 @@ class Cell:
         steps at once with a parallel scan (:mod:`rnnx.core.parallel`). None for every other cell.
       update: ``(params, carry, x, rec) -> carry``, the classic cells' equations over gate blocks (see the
         module docstring), with ``params`` already in the compute dtype; ``y`` is the new carry's ``h``.
-        None for the parallel-scan cells.
+        None for the parallel-scan cells and the modern cells (:mod:`rnnx.core.lru`, :mod:`rnnx.core.xlstm`).
+      readout: ``(params, h, xp) -> y``, for a linear-recurrence cell whose output is not its state (the LRU's
+        ``y = Re(C h) + D x``), applied by the parallel scan to every state; None where ``y`` is the state.
+      parallel_form: ``(params, xs (t, n, d), carry, valid, reset, fresh, reverse) -> (carry, ys (t, n, h))``,
+        a whole-sequence form with ``rnnx.unroll``'s semantics for a cell whose recurrence is linear but not
+        elementwise (the mLSTM's chunkwise form); arguments as :mod:`rnnx.core.backends.scan` receives them.
 
     >>> import jax, jax.numpy as jnp, rnnx
     >>> rnnx.lstm(8) == rnnx.lstm(8), rnnx.lstm(8) == rnnx.lstm(8, dtype=jnp.bfloat16)
@@ -106,6 +111,14 @@ class Cell:
         default=None, compare=False
     )
     update: Callable[[Params, Carry, list, Recurrent], Carry] | None = dataclasses.field(default=None, compare=False)
+    readout: Callable[[Params, Any, Projected], Hidden] | None = dataclasses.field(default=None, compare=False)
+    parallel_form: Callable[..., tuple[Carry, Any]] | None = dataclasses.field(default=None, compare=False)
+
+    @property
+    def parallel(self) -> bool:
+        """Whether ``rnnx.unroll(..., parallel=True)`` can run this cell: it has ``coefficients`` (a parallel
+        scan) or a ``parallel_form``."""
+        return self.coefficients is not None or self.parallel_form is not None
 
     @property
     def config(self) -> dict[str, Any]:

@@ -237,10 +237,19 @@ def _make_min_cell(name, hidden_size, gates, coefficients, kernel_init, bias_ini
     def project(params, x):
         return input_projection(params, x, dtype)
 
+    return linear_cell(name, spec, gates, init=init, param_shapes=param_shapes, default_carry=default_carry,
+                       project=project, coefficients=coefficients)  # fmt: skip
+
+
+def linear_cell(name, spec, gates, *, init, param_shapes, default_carry, project, coefficients, readout=None):
+    """A Cell whose step is ``h = a h + b`` from ``coefficients``, with output ``readout(params, h, xp)`` (or
+    ``h``). The step and the parallel scan share ``coefficients`` and ``readout``: one copy of each equation."""
+
     def step(params, carry, xp):
         a, b = coefficients(params, xp)
-        new = (a * carry.astype(a.dtype) + b).astype(carry.dtype)
-        return new, new
+        new = a * carry.astype(a.dtype) + b
+        y = new if readout is None else readout(params, new, xp)
+        return new.astype(carry.dtype), y.astype(jnp.finfo(carry.dtype).dtype)
 
     return Cell(
         name=name,
@@ -252,6 +261,7 @@ def _make_min_cell(name, hidden_size, gates, coefficients, kernel_init, bias_ini
         step=step,
         param_shapes=param_shapes,
         coefficients=coefficients,
+        readout=readout,
     )
 
 
@@ -274,4 +284,4 @@ def masked_coefficients(cell, params, xs, valid, reset, fresh):
     return a, b
 
 
-__all__ = ["masked_coefficients", "linear_scan", "min_gru", "min_lstm"]
+__all__ = ["linear_cell", "masked_coefficients", "linear_scan", "min_gru", "min_lstm"]

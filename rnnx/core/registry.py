@@ -6,7 +6,7 @@ examples and the tests) goes through :data:`CELLS` and :func:`make_cell`, with t
 
 >>> import rnnx
 >>> sorted(rnnx.CELLS)
-['gru', 'lstm', 'min_gru', 'min_lstm', 'simple_rnn']
+['gru', 'lru', 'lstm', 'min_gru', 'min_lstm', 'mlstm', 'rg_lru', 'simple_rnn', 'slstm']
 >>> rnnx.make_cell("gru", 8) == rnnx.gru(8)
 True
 """
@@ -15,10 +15,22 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from rnnx.core.cells import Cell, gru, lstm, simple_rnn
+from rnnx.core.lru import lru, rg_lru
 from rnnx.core.parallel import min_gru, min_lstm
+from rnnx.core.xlstm import mlstm, slstm
 
 CELLS: Mapping[str, Callable[..., Cell]] = MappingProxyType(
-    {"simple_rnn": simple_rnn, "lstm": lstm, "gru": gru, "min_gru": min_gru, "min_lstm": min_lstm}
+    {
+        "simple_rnn": simple_rnn,
+        "lstm": lstm,
+        "gru": gru,
+        "min_gru": min_gru,
+        "min_lstm": min_lstm,
+        "lru": lru,
+        "rg_lru": rg_lru,
+        "slstm": slstm,
+        "mlstm": mlstm,
+    }
 )
 
 

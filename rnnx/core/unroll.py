@@ -71,8 +71,9 @@ def unroll(
         the memory kept for it grows as sqrt(t) rather than t, for one extra forward pass.
       hoist: compute the input projection for all steps before the scan. ``None``: :func:`default_hoist`.
       parallel: run all steps at once with a parallel scan (``jax.lax.associative_scan``) instead of the
-        sequential ``lax.scan`` of ``cell.step``; only for cells with ``coefficients`` (``rnnx.min_gru``,
-        ``rnnx.min_lstm``). ``None``: parallel where the cell supports it. ``unroll`` and ``hoist`` do not
+        sequential ``lax.scan`` of ``cell.step``; only for cells with a parallel form (``rnnx.min_gru``,
+        ``rnnx.min_lstm``, ``rnnx.lru``, ``rnnx.rg_lru``; ``rnnx.mlstm``'s chunkwise form). ``None``: parallel
+        where the cell supports it. ``unroll`` and ``hoist`` do not
         apply to the parallel mode; ``remat`` rematerialises the whole parallel scan. The parallel mode is
         for accelerators, where ``t`` sequential steps cost ``t`` kernel launches and the scan's ``log t``
         depth pays; on a CPU, which runs one step cheaply, the sequential mode can be as fast or faster
@@ -168,15 +169,16 @@ def _check_parallel(cell, parallel, mesh):
         raise ValueError(f"parallel must be None, True or False, received {parallel!r}")
     if mesh is not None and (cell.coefficients is None or parallel is False):
         raise ValueError(
-            f"seq_mesh= splits time over devices, which needs the parallel mode of a parallel-scan cell "
-            f"(rnnx.min_gru, rnnx.min_lstm); received a {cell.name} cell with parallel={parallel!r}"
+            f"seq_mesh= splits time over devices, which needs the parallel mode of a cell whose step is an "
+            f"elementwise linear recurrence (rnnx.min_gru, rnnx.min_lstm, rnnx.lru, rnnx.rg_lru); received a "
+            f"{cell.name} cell with parallel={parallel!r}"
         )
-    if parallel and cell.coefficients is None:
+    if parallel and not cell.parallel:
         raise ValueError(
-            f"parallel=True needs a cell whose step is a linear recurrence (Cell.coefficients), but {cell.name} "
-            "has none; use parallel=None or False, or a parallel-scan cell such as rnnx.min_gru"
+            f"parallel=True needs a cell with a parallel form (Cell.coefficients or Cell.parallel_form), but "
+            f"{cell.name} has none; use parallel=None or False, or a parallel cell such as rnnx.min_gru"
         )
-    return cell.coefficients is not None if parallel is None else parallel
+    return cell.parallel if parallel is None else parallel
 
 
 def _check_xs(xs, input_size) -> jax.Array:

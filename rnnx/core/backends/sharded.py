@@ -37,6 +37,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from rnnx.core.backends.call import Call, Options
+from rnnx.core.backends.parallel_scan import output_dtype
 from rnnx.core.cells import Cell
 from rnnx.core.parallel import _combine, masked_coefficients
 from rnnx.core.typing import Params
@@ -55,7 +56,10 @@ def unsupported(call: Call) -> str | None:
         return "the sequence-parallel scan splits time over the devices of seq_mesh=, and none was given"
     if call.cell.coefficients is None:
         name = call.cell.name
-        return f"the sequence-parallel scan needs a parallel-scan cell (rnnx.min_gru, rnnx.min_lstm), received {name}"
+        return (
+            "the sequence-parallel scan needs a cell whose step is an elementwise linear recurrence (rnnx.min_gru, "
+            f"rnnx.min_lstm, rnnx.lru, rnnx.rg_lru), received {name}"
+        )
     return None
 
 
@@ -113,8 +117,12 @@ def unroll_parallel_sharded(
     specs = (P(), P(axis), P(axis), P(axis), P())
     a, b = _shard_map(coefficients, mesh=mesh, in_specs=specs, out_specs=P(axis))(params, xs, valid, reset, fresh)
     hs, last = _sharded_scan(a, b, carry, mesh=mesh, axis=axis, reverse=reverse)
-    ys = hs if valid is None else jnp.where(valid[..., None], hs, jnp.zeros((), hs.dtype))
-    return last.astype(carry.dtype), ys.astype(carry.dtype)
+    ys = hs
+    if cell.readout is not None:  # the LRU's y = Re(C h) + D x, chunk by chunk where the chunk lives
+        read = lambda p, h, x: cell.readout(p, h, cell.project(p, x))  # noqa: E731
+        ys = _shard_map(read, mesh=mesh, in_specs=(P(), P(axis), P(axis)), out_specs=P(axis))(params, hs, xs)
+    ys = ys if valid is None else jnp.where(valid[..., None], ys, jnp.zeros((), ys.dtype))
+    return last.astype(carry.dtype), ys.astype(output_dtype(carry.dtype))
 
 
 @functools.partial(jax.jit, static_argnames=("mesh", "axis", "reverse"))  # eager shard_map runs op by op
