@@ -187,7 +187,7 @@ def injected(
     return tx
 
 
-def each_member(evaluate: Callable[[Any], Mapping[str, Any]]) -> Callable[[Any], dict[str, np.ndarray]]:
+def each_member(evaluate: Callable[[Any], Mapping[str, Any]]) -> Callable[[Any], Mapping[str, Any]]:
     """A population evaluation from a one-member one (as ``fit`` takes): it is called with each member's
     params in turn, and its values are stacked. (``jax.vmap`` of a traceable one is faster.)"""
 
