@@ -115,27 +115,19 @@ def fit_population(
         raise ValueError(f"on_nonfinite must be one of {POPULATION_POLICIES}, received {on_nonfinite!r}")
     if evaluation is not None and evaluation.mode not in ("min", "max"):
         raise ValueError(f"mode must be 'min' or 'max', received {evaluation.mode!r}")
-    values = per_member({"learning_rate": 3e-4} if hyperparams is None else hyperparams, n)
-    clip = None if clip_norm is None else per_member({"clip_norm": clip_norm}, n)["clip_norm"]
-    tx = injected(optimizer, values, clip)
-    train_step = make_train_step(loss_fn, tx(values, clip), clip_norm=None)
-    params = jax.tree.map(lambda *xs: np.stack(xs), *[init(int(s)) for s in seeds])
+    step_fn, state, hyper = population(
+        loss_fn, init, seeds, optimizer=optimizer, hyperparams=hyperparams, clip_norm=clip_norm,
+        member_data=member_data, initial_carry=initial_carry, on_nonfinite=on_nonfinite,
+    )  # fmt: skip
     carry = None if initial_carry is None else jax.tree.map(lambda x: np.stack([x] * n), initial_carry)
-
-    def init_member(p: Any, hp: dict[str, jax.Array], c: jax.Array | None, carry: Any) -> Any:
-        return initial_state(make_train_step(loss_fn, tx(hp, c), clip_norm=None), p, carry)
-
-    fit_state = jax.jit(jax.vmap(init_member))(params, values, clip, carry)
-    state = PopulationState.start(fit_state, n)
     seeds_array = np.asarray(seeds, np.int32)
     stream = cast(Batches, MemberBatches(cast(Any, batches), [int(s) for s in seeds]) if member_data else batches)
     place = _member_placement(member_mesh, n) if member_mesh is not None else None
     if place is not None:
         state, seeds_array = place(state), place(seeds_array)
         carry = None if carry is None else place(carry)
-    hyper = {**{k: np.asarray(v) for k, v in values.items()}, **({} if clip is None else {"clip_norm": clip})}
     loop = PopulationLoop(
-        population_step(train_step, member_data, on_nonfinite, clip is not None),
+        step_fn,
         batches=stream,
         seeds=seeds_array,
         hyperparams=hyper,
@@ -150,6 +142,37 @@ def fit_population(
     if checkpoints is None:
         return loop(state)
     return _with_checkpoints(loop, state, checkpoints, steps)
+
+
+def population(
+    loss_fn: LossFn,
+    init: Callable[[int], Any],
+    seeds: Sequence[int],
+    *,
+    optimizer: OptimizerFactory = optax.adam,
+    hyperparams: Mapping[str, float | Sequence[float]] | None = None,
+    clip_norm: float | Sequence[float] | None = 1.0,
+    member_data: bool = False,
+    initial_carry: Any = None,
+    on_nonfinite: str = "freeze",
+) -> tuple[Callable[..., Any], PopulationState, dict[str, np.ndarray]]:
+    """``(step, state, hyperparams)``: :func:`fit_population`'s compiled step ``step(state, batch, seeds) ->
+    (state, metrics)``, its initial state and each hyper-parameter per member (the arguments as there); for
+    a loop of one's own, or a benchmark."""
+    n = len(seeds)
+    values = per_member({"learning_rate": 3e-4} if hyperparams is None else hyperparams, n)
+    clip = None if clip_norm is None else per_member({"clip_norm": clip_norm}, n)["clip_norm"]
+    tx = injected(optimizer, values, clip)
+    params = jax.tree.map(lambda *xs: np.stack(xs), *[init(int(s)) for s in seeds])
+    carry = None if initial_carry is None else jax.tree.map(lambda x: np.stack([x] * n), initial_carry)
+
+    def init_member(p: Any, hp: dict[str, jax.Array], c: jax.Array | None, carry: Any) -> Any:
+        return initial_state(make_train_step(loss_fn, tx(hp, c), clip_norm=None), p, carry)
+
+    state = PopulationState.start(jax.jit(jax.vmap(init_member))(params, values, clip, carry), n)
+    train_step = make_train_step(loss_fn, tx(values, clip), clip_norm=None)
+    hyper = {**values, **({} if clip is None else {"clip_norm": clip})}
+    return population_step(train_step, member_data, on_nonfinite, clip is not None), state, hyper
 
 
 def per_member(values: Mapping[str, float | Sequence[float]], n: int) -> dict[str, np.ndarray]:
@@ -271,4 +294,4 @@ def _with_checkpoints(
         return loop(state, extra, save=save, save_every=checkpoints.every)
 
 
-__all__ = ["OptimizerFactory", "each_member", "fit_population", "per_member"]
+__all__ = ["OptimizerFactory", "each_member", "fit_population", "per_member", "population"]
