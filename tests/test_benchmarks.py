@@ -424,3 +424,17 @@ def test_scan_tuning_runs_each_flag_setting_in_its_own_process_and_records_a_ref
     assert bogus["returncode"] != 0 and "Unknown flag in XLA_FLAGS: --xla_gpu_no_such_flag=1" in bogus["error"]
     text = (tmp_path / "scan_tuning-cpu.md").read_text()
     assert "| lstm | 4 | forward | 16 |" in text and "| bogus | `--xla_gpu_no_such_flag=1` |" in text
+
+
+def test_population_benchmark_rehearsal_writes_rows_goals_and_plot(tmp_path):
+    from benchmarks import population
+
+    report = population.main(["--tiny", "--repeats", "1", "--members", "1,2", "--out", str(tmp_path)])
+    assert [r["model"] for r in report["results"]] == ["classifier", "language_model"]
+    for result in report["results"]:
+        assert [r["members"] for r in result["rows"]] == [1, 2] and result["rows"][0]["ratio_to_1"] == 1.0
+        assert result["rows"][1]["member_updates_per_s"] > 0 and result["solo_ms"] > 0
+    text = (tmp_path / "population-cpu-2core-tiny.md").read_text()
+    assert "| classifier, 8 members <= 3.0x one member | not measured | - |" in text
+    assert "GPU: classifier, 16 members <= 1.5x | not measured on this device" in text
+    assert (tmp_path / "population-cpu-2core-tiny.png").stat().st_size > 0
