@@ -19,11 +19,14 @@ it. Reported: ms per update, the ratio to N = 1, member-updates per second (N / 
 alone over the stacked params (timed beside, the gradient replaced by the params): the part of the step
 that reads and writes every parameter, and so grows with N whatever the batching. The goals of
 issue 24 (ratios from this one run): on a 2-core CPU, the classifier's 8 members in at most 3x one member's
-time per update and 32 in at most 10x; on a GPU, 16 members in at most 1.5x. Writes
-``population-<device>.{json,md,png}`` to ``--out`` (default ``benchmarks/results``).
+time per update and 32 in at most 10x; on a GPU, 16 members in at most 1.5x. ``--malloc heap`` (the
+default; see :func:`heap_malloc`) keeps glibc from handing large buffers back to the kernel after every
+step, ``--malloc glibc`` leaves its defaults. Writes ``population-<device>[-glibc].{json,md,png}`` to
+``--out`` (default ``benchmarks/results``).
 """
 
 import argparse
+import ctypes
 import json
 import platform
 import sys
@@ -47,6 +50,17 @@ SIZES = {  # (vocab, embed, hidden, layers, batch, length)
     "language_model": (65, 300, 128, 2, 64, 100),
 }
 TINY = {"classifier": (50, 8, 8, 1, 4, 5), "language_model": (11, 8, 8, 2, 4, 6)}
+
+
+def heap_malloc() -> None:
+    """glibc: serve every allocation from the heap and keep freed memory (``mallopt(M_MMAP_MAX, 0)``,
+    ``mallopt(M_TRIM_THRESHOLD, 2**30)``). With glibc's defaults every buffer above its mmap threshold (at
+    most 32 MB) is a fresh ``mmap`` whose pages the kernel zeroes on first touch, at every step: here that
+    made filling 8 x 4.5 MB (8 members' embeddings) take 37 ms instead of 1.6 ms. Process-wide, so it is set
+    by this script (``--malloc heap``), never by the library."""
+    libc = ctypes.CDLL("libc.so.6")
+    if libc.mallopt(-4, 0) != 1 or libc.mallopt(-1, 2**30) != 1:
+        raise RuntimeError("mallopt refused M_MMAP_MAX=0 or M_TRIM_THRESHOLD=2**30")
 
 
 def model_and_loss(name: str, tiny: bool):
@@ -135,7 +149,12 @@ def goals(results: list[dict], backend: str) -> list[str]:
 
 
 def markdown(report: dict) -> str:
-    out = [f"# Population training on {report['device']}", "", f"Command: `{report['command']}`", ""]
+    out = [
+        f"# Population training on {report['device']}",
+        "",
+        f"Command: `{report['command']}` (malloc: {report['malloc']})",
+        "",
+    ]
     out += ["| goal (ratios from this run) | measured | verdict |", "|---|---|---|", *report["goals"], ""]
     for result in report["results"]:
         out += [f"## {result['model']} {tuple(result['sizes'])} (vocab, embed, hidden, layers, batch, length)", ""]
@@ -185,12 +204,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--tiny", action="store_true", help="tiny shapes, for a rehearsal")
     parser.add_argument("--budget-seconds", type=float, default=None, help="skip the models left after this")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--malloc", choices=["heap", "glibc"], default="heap", help="see heap_malloc (Linux, glibc)")
     args = parser.parse_args(argv)
+    if args.malloc == "heap" and platform.system() == "Linux":
+        heap_malloc()
     members = [int(n) for n in args.members.split(",")]
     backend = jax.default_backend()
     device = "cpu-2core" if backend == "cpu" else jax.devices()[0].device_kind.lower().replace(" ", "-")
     command = "python -m benchmarks.population " + " ".join(argv if argv is not None else sys.argv[1:])
     report = {"device": device, "backend": backend, "platform": platform.platform(), "command": command.strip(),
+              "malloc": args.malloc,
               "jax": jax.__version__, "results": [], "skipped": []}  # fmt: skip
     started, out = time.perf_counter(), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -201,7 +224,7 @@ def main(argv=None) -> dict:
         print(f"population benchmark: {name}, N = {members}", file=sys.stderr, flush=True)
         report["results"].append(measure(name, members, args.repeats, args.tiny))
         report["goals"] = goals(report["results"], backend)
-        stem = out / f"population-{device}{'-tiny' if args.tiny else ''}"
+        stem = out / f"population-{device}{'-tiny' if args.tiny else ''}{'-glibc' if args.malloc == 'glibc' else ''}"
         stem.with_suffix(".json").write_text(json.dumps(report, indent=1))  # after each model: a kill keeps it
         stem.with_suffix(".md").write_text(markdown(report))
     plot(report, stem.with_suffix(".png"))

@@ -429,8 +429,9 @@ def test_scan_tuning_runs_each_flag_setting_in_its_own_process_and_records_a_ref
 def test_population_benchmark_rehearsal_writes_rows_goals_and_plot(tmp_path):
     from benchmarks import population
 
-    report = population.main(["--tiny", "--repeats", "1", "--members", "1,2", "--out", str(tmp_path)])
-    assert [r["model"] for r in report["results"]] == ["classifier", "language_model"]
+    argv = ["--tiny", "--repeats", "1", "--members", "1,2", "--models", "classifier", "--out", str(tmp_path)]
+    report = population.main(argv)
+    assert [r["model"] for r in report["results"]] == ["classifier"] and report["malloc"] == "heap"
     for result in report["results"]:
         assert [r["members"] for r in result["rows"]] == [1, 2] and result["rows"][0]["ratio_to_1"] == 1.0
         assert result["rows"][1]["member_updates_per_s"] > 0 and result["solo_ms"] > 0
