@@ -1,11 +1,11 @@
 """``rnnx train --seeds N [--learning-rates ...]``: one experiment trained as a population with
 :func:`rnnx.training.fit_population`, and its results per member and as a mean with a 95% interval.
 
-The task's pipeline is :mod:`rnnx.apps.experiments`'s; what changes is that the task's :class:`Setup` is built
-once per seed (the seed sets the initialisation and the classifier's data order), and each member is
-reported as the solo run with that seed would be. The summary holds, for the held-out metric and its margin
-over the task's baseline, the mean and its 95% interval from the t-distribution over the members that did
-not fail (:mod:`rnnx.apps.intervals`).
+The task's pipeline is :mod:`rnnx.apps.experiments`'s; what changes is that the task's
+:class:`rnnx.apps.task.Setup` is built once per seed (the seed sets the initialisation and the classifier's
+data order), and each member is reported as the solo run with that seed would be. The summary holds, for the
+held-out metric and its margin over the task's baseline, the mean and its 95% interval from the
+t-distribution over the members that did not fail (:mod:`rnnx.apps.intervals`).
 
 Files in the run directory: those of a solo run, with ``population.json`` (the seeds and learning rates,
 which a resumed run must share) and ``results.json`` holding ``members`` and ``summary``.
