@@ -101,6 +101,7 @@ def long_range(args):
             row |= members_summary(result, range(args.seeds))
             out["results"][f"{name} T={steps}"] = row
             print(f"T={steps} {name} (h={hidden}): {line(row)} [{seconds:.0f} s]", flush=True)
+            save(out, args)  # after each configuration: a run stopped early keeps what it measured
     out["tests"] = {
         f"lstm vs {other} T={steps}": test(out["results"], f"lstm T={steps}", f"{other} T={steps}")
         for steps in args.lengths
@@ -123,6 +124,7 @@ def gradients(args):
             row["log10_grad_ratio"] = summary([ratios[i] for i in index])
             out["results"][f"{name} {clipped}"] = row
             print(f"{name} {clipped}: {line(row)}, log10 |dL/dh_1|/|dL/dh_T| {fmt(row['log10_grad_ratio'])}")
+        save(out, args)
     out["tests"] = {f"{name} clipped vs unclipped": test(out["results"], f"{name} clipped", f"{name} unclipped")
                     for name in args.models}  # fmt: skip
     for other in ("lstm", "rnn"):
@@ -180,6 +182,16 @@ def plot(out, path, groups):
     plt.close(fig)
 
 
+def output_path(args):
+    name = f"population_{args.study.replace('-', '_')}.json"
+    return args.out or os.path.join(os.path.dirname(__file__), "results", name)
+
+
+def save(out, args):
+    with open(output_path(args), "w") as f:
+        json.dump(out, f, indent=1)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", choices=["long-range", "gradients"])
@@ -200,11 +212,8 @@ def main(argv=None):
     started = time.perf_counter()
     out = long_range(args) if args.study == "long-range" else gradients(args)
     out["seconds"] = round(time.perf_counter() - started, 1)
-    path = args.out or os.path.join(
-        os.path.dirname(__file__), "results", f"population_{args.study.replace('-', '_')}.json"
-    )
-    with open(path, "w") as f:
-        json.dump(out, f, indent=1)
+    path = output_path(args)
+    save(out, args)
     for name, t in out["tests"].items():
         verdict = "significant" if t["significant"] else "not significant"
         print(f"{name}: accuracy difference {t['accuracy_difference']:+.3f} (Welch t {t['t']:.2f}, {verdict} at 5%)")

@@ -19,7 +19,6 @@ The host loop, with each member's evaluations, early stopping and failures, live
 :mod:`rnnx.training.population_loop`.
 """
 
-import contextlib
 import inspect
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
@@ -29,10 +28,9 @@ import jax
 import numpy as np
 import optax
 
-from rnnx.training import checkpoint, distributed
-from rnnx.training.fitting import _set_aside_damaged
+from rnnx.training import resuming
 from rnnx.training.hooks import Checkpoints, Evaluation
-from rnnx.training.loop import Batches, OnLog, emit, initial_state
+from rnnx.training.loop import Batches, OnLog, initial_state
 from rnnx.training.population_loop import (
     MEMBER_AXIS,
     POPULATION_POLICIES,
@@ -265,33 +263,17 @@ def _with_checkpoints(
     loop: PopulationLoop, state: PopulationState, checkpoints: Checkpoints, steps: int
 ) -> PopulationResult:
     """``loop`` run from the newest checkpoint that verifies, saving as it goes (as in ``fit``)."""
-    directory = pathlib.Path(checkpoints.directory).absolute()
-    lead = distributed.is_lead()
-    with (
-        checkpoint.lock(directory, on_stale=loop.warn("stale_lock")) if lead else contextlib.nullcontext(),
-        checkpoint.manager(directory) as manager,
-    ):
-        found = checkpoint.restore_latest(manager, state, net=checkpoints.net, on_damaged=loop.warn("damaged"))
-        extra: dict[str, Any] = {}
-        if found is not None:
-            step, state, extra = found
-            _set_aside_damaged(manager, step, lead, loop.warn("damaged"))
-            done = step >= steps or extra.get("stopped", False)
-            message = f"step {step} of {steps} (checkpoint {directory / f'step_{step}'})"
-            event = "finished" if done else "resume"
-            message = f"already finished at {message}" if done else f"resuming from {message}"
-            emit(loop.on_log, {"step": step, "event": event, "message": message})
+
+    def run(manager: Any, state: PopulationState, extra: dict[str, Any], saved: Any) -> PopulationResult:
+        loop.saved = saved
 
         def save(state: PopulationState, step: int, extra: dict, replace: bool = False) -> pathlib.Path:
-            if replace:
-                manager.delete(step)
-            checkpoint.save_step(manager, step, state, net=checkpoints.net, extra=extra)
-            if checkpoints.max_to_keep is not None:
-                protect = tuple({s for s in extra["best_step"] if s is not None})
-                checkpoint.prune(manager, keep=checkpoints.max_to_keep, protect=protect)
-            return directory / f"step_{step}"
+            protect = {s for s in extra["best_step"] if s is not None}
+            return resuming.save_step(manager, checkpoints, step, state, extra, protect, replace)
 
         return loop(state, extra, save=save, save_every=checkpoints.every)
+
+    return resuming.resumable(checkpoints, state, steps, loop.warn, loop.on_log, run)
 
 
 __all__ = ["OptimizerFactory", "each_member", "fit_population", "per_member", "population"]
