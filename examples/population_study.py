@@ -148,13 +148,45 @@ def gradient_ratios(name, result, args):
 
 
 def test(results, a, b):
-    t, significant = welch_significant(results[a]["accuracy"]["values"], results[b]["accuracy"]["values"])
-    diff = results[a]["accuracy"]["mean"] - results[b]["accuracy"]["mean"]
-    return {"accuracy_difference": diff, "t": t, "significant": significant}
+    """Welch's t-test of ``a`` against ``b`` on the final accuracy and on the final MSE."""
+    out = {}
+    for metric in ("accuracy", "mse"):
+        t, significant = welch_significant(results[a][metric]["values"], results[b][metric]["values"])
+        diff = results[a][metric]["mean"] - results[b][metric]["mean"]
+        out |= {f"{metric}_difference": diff, f"{metric}_t": t, f"{metric}_significant": significant}
+    return out
 
 
-def fmt(s):
-    return f"{s['mean']:.3f} [{s['low']:.3f}, {s['high']:.3f}]"
+def report(args):
+    """Merge the results of several long-range runs, test the LSTM against each cell at each length, print
+    the table and draw the plot."""
+    results = {}
+    for path in args.inputs:
+        with open(path) as f:
+            results |= json.load(f)["results"]
+    lengths = sorted({int(k.split(" T=")[1]) for k in results})
+    cells = [c for c in LONG_RANGE_CELLS if any(k.startswith(c + " ") for k in results)]
+    print("| T | cell | final accuracy, mean [95% interval] | final MSE, mean [95% interval] | learned (MSE < 0.1) |")
+    print("|---|---|---|---|---|")
+    for steps in lengths:
+        for cell in cells:
+            r = results.get(f"{cell} T={steps}")
+            if r is not None:
+                n = len(r["accuracy"]["values"])
+                print(f"| {steps} | {cell} | {fmt(r['accuracy'])} | {fmt(r['mse'], 4)} | {r['learned']} / {n} |")
+    tests = {
+        f"lstm vs {other} T={steps}": test(results, f"lstm T={steps}", f"{other} T={steps}")
+        for steps in lengths
+        for other in cells
+        if other != "lstm" and f"lstm T={steps}" in results and f"{other} T={steps}" in results
+    }
+    out = {"inputs": args.inputs, "results": results, "tests": tests}
+    groups = {f"T={s}": [f"{c} T={s}" for c in cells if f"{c} T={s}" in results] for s in lengths}
+    return out, groups
+
+
+def fmt(s, digits=3):
+    return f"{s['mean']:.{digits}f} [{s['low']:.{digits}f}, {s['high']:.{digits}f}]"
 
 
 def line(row):
@@ -170,13 +202,19 @@ def plot(out, path, groups):
     fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.6), squeeze=False)
     for ax, (title, keys) in zip(axes[0], groups.items()):
         rows = [out["results"][k] for k in keys]
-        means = [r["accuracy"]["mean"] for r in rows]
-        errors = [r["accuracy"]["high"] - r["accuracy"]["mean"] for r in rows]
+        means = [r["mse"]["mean"] for r in rows]
+        errors = [
+            [m - max(r["mse"]["low"], 0) for m, r in zip(means, rows)],
+            [r["mse"]["high"] - m for m, r in zip(means, rows)],
+        ]
         ax.bar(range(len(rows)), means, yerr=errors, capsize=4, color="tab:blue", alpha=0.7)
         for x, r in enumerate(rows):
-            ax.plot([x] * len(r["accuracy"]["values"]), r["accuracy"]["values"], "k.", alpha=0.5)
+            ax.plot([x] * len(r["mse"]["values"]), r["mse"]["values"], "k.", alpha=0.5)
+        ax.axhline(1 / 6, color="tab:red", linestyle=":", label="always 1 (0.167)")
+        ax.axhline(LEARNED_MSE, color="tab:green", linestyle="--", label=f"learned (< {LEARNED_MSE})")
         ax.set_xticks(range(len(rows)), [k.split(" T=")[0] for k in keys], rotation=30)
-        ax.set(title=title, ylim=(0, 1), ylabel="final accuracy (mean, 95% interval, members)")
+        ax.set(title=title, ylim=(0, 0.25), ylabel="final MSE: mean, 95% interval, members")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -194,7 +232,8 @@ def save(out, args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", choices=["long-range", "gradients"])
+    parser.add_argument("study", choices=["long-range", "gradients", "report"])
+    parser.add_argument("--inputs", nargs="+", default=[], help="report: long-range results to merge")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--updates", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -210,17 +249,23 @@ def main(argv=None):
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    out = long_range(args) if args.study == "long-range" else gradients(args)
+    if args.study == "report":
+        out, groups = report(args)
+    else:
+        out = long_range(args) if args.study == "long-range" else gradients(args)
+        if args.study == "long-range":
+            groups = {f"T={steps}": [f"{c} T={steps}" for c in args.cells] for steps in args.lengths}
+        else:
+            groups = {c: [f"{m} {c}" for m in args.models] for c in ("clipped", "unclipped")}
     out["seconds"] = round(time.perf_counter() - started, 1)
     path = output_path(args)
     save(out, args)
     for name, t in out["tests"].items():
-        verdict = "significant" if t["significant"] else "not significant"
-        print(f"{name}: accuracy difference {t['accuracy_difference']:+.3f} (Welch t {t['t']:.2f}, {verdict} at 5%)")
-    if args.study == "long-range":
-        groups = {f"T={steps}": [f"{c} T={steps}" for c in args.cells] for steps in args.lengths}
-    else:
-        groups = {c: [f"{m} {c}" for m in args.models] for c in ("clipped", "unclipped")}
+        print(
+            f"{name}: accuracy {t['accuracy_difference']:+.3f} (Welch t {t['accuracy_t']:.2f}, "
+            f"{'' if t['accuracy_significant'] else 'not '}significant at 5%), MSE {t['mse_difference']:+.4f} "
+            f"(t {t['mse_t']:.2f}, {'' if t['mse_significant'] else 'not '}significant)"
+        )
     plot(out, path.removesuffix(".json") + ".png", groups)
     print(f"wrote {path} in {out['seconds']:.0f} s")
     return out
