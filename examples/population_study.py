@@ -164,6 +164,11 @@ def report(args):
     for path in args.inputs:
         with open(path) as f:
             results |= json.load(f)["results"]
+    if not any(" T=" in k for k in results):  # a gradient study: redraw it
+        models = list(dict.fromkeys(k.rsplit(" ", 1)[0] for k in results))
+        with open(args.inputs[0]) as f:
+            out = json.load(f)
+        return out, {c: [f"{m} {c}" for m in models] for c in ("clipped", "unclipped")}
     lengths = sorted({int(k.split(" T=")[1]) for k in results})
     cells = [c for c in LONG_RANGE_CELLS if any(k.startswith(c + " ") for k in results)]
     print("| T | cell | final accuracy, mean [95% interval] | final MSE, mean [95% interval] | learned (MSE < 0.1) |")
@@ -212,7 +217,7 @@ def plot(out, path, groups):
             ax.plot([x] * len(r["mse"]["values"]), r["mse"]["values"], "k.", alpha=0.5)
         ax.axhline(1 / 6, color="tab:red", linestyle=":", label="always 1 (0.167)")
         ax.axhline(LEARNED_MSE, color="tab:green", linestyle="--", label=f"learned (< {LEARNED_MSE})")
-        ax.set_xticks(range(len(rows)), [k.split(" T=")[0] for k in keys], rotation=30)
+        ax.set_xticks(range(len(rows)), [k.split(" T=")[0].split(" ")[0] for k in keys], rotation=30)
         ax.set(title=title, ylim=(0, 0.25), ylabel="final MSE: mean, 95% interval, members")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -233,7 +238,9 @@ def save(out, args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", choices=["long-range", "gradients", "report"])
-    parser.add_argument("--inputs", nargs="+", default=[], help="report: long-range results to merge")
+    parser.add_argument(
+        "--inputs", nargs="+", default=[], help="report: long-range results to merge, or a gradient study"
+    )
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--updates", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -257,7 +264,8 @@ def main(argv=None):
             groups = {f"T={steps}": [f"{c} T={steps}" for c in args.cells] for steps in args.lengths}
         else:
             groups = {c: [f"{m} {c}" for m in args.models] for c in ("clipped", "unclipped")}
-    out["seconds"] = round(time.perf_counter() - started, 1)
+    if args.study != "report":
+        out["seconds"] = round(time.perf_counter() - started, 1)
     path = output_path(args)
     save(out, args)
     for name, t in out["tests"].items():
@@ -267,7 +275,7 @@ def main(argv=None):
             f"(t {t['mse_t']:.2f}, {'' if t['mse_significant'] else 'not '}significant)"
         )
     plot(out, path.removesuffix(".json") + ".png", groups)
-    print(f"wrote {path} in {out['seconds']:.0f} s")
+    print(f"wrote {path} in {time.perf_counter() - started:.0f} s")
     return out
 
 
