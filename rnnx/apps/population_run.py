@@ -21,6 +21,7 @@ from rnnx import training as train
 from rnnx.apps import classification, language_modelling, run_dir
 from rnnx.apps.config import ClassifierConfig, ConfigError, LanguageModelConfig
 from rnnx.apps.intervals import t_interval
+from rnnx.apps.lanes import lanes
 from rnnx.apps.task import optimizer_factory
 from rnnx.training.loop import OnLog
 
@@ -61,7 +62,7 @@ def run_population(
     vocab.save(directory / "vocab.json")
     configs = [dataclasses.replace(cfg, seed=s) for s in seeds]
     setups = {
-        s: task.build(c, data, vocab, slice(None), say if s == seeds[0] else lambda m: None)
+        s: task.build(c, data, vocab, lanes(cfg.batch_size, None), say if s == seeds[0] else lambda m: None)
         for s, c in zip(seeds, configs)
     }
     first = setups[seeds[0]]
