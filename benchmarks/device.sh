@@ -30,10 +30,12 @@ RESERVE=40 # kept back for merging the report and writing auto's table rows at t
 BENCH=(--suite gpu)
 TUNING=(--cells lstm,gru,simple_rnn --steps 1000,100 --modes train)
 KERNELS=(--cells lstm,gru,simple_rnn --shapes 64x1000x128,64x100x128 --blocks 16,32 --warps 4,8 --stages 1,2 --repeats 5)
+POPULATION=(--repeats 5)
 if [[ "${RNNX_DEVICE_REHEARSAL:-0}" == "1" ]]; then
     BENCH+=(--tiny --repeats 2)
     TUNING=(--cells lstm,gru,simple_rnn --modes train --tiny)
     KERNELS=(--cells lstm,gru --tiny)
+    POPULATION=(--tiny --repeats 2 --members 1,2,4)
 fi
 SUMMARY="$OUT/logs/summary.log"
 : >"$SUMMARY"
@@ -114,8 +116,14 @@ seconds=$(limit 100)
 part scan-tuning "$seconds" "$PY" -m benchmarks.scan_tuning "${TUNING[@]}" --budget-seconds $((seconds - 10)) \
     --out "$OUT"
 
+# Population training (issue 24): time per update against N = 1..32 members in one vmapped step, the classifier
+# first (its goal: 16 members in at most 1.5x one member's time), then the language model.
+seconds=$(limit 70)
+TAIL=12 part population "$seconds" "$PY" -m benchmarks.population "${POPULATION[@]}" \
+    --budget-seconds $((seconds - 35)) --out "$OUT"
+
 # Sweeps, forward and training step: H (512 and 1024 hold the bfloat16 goal) first, then T=10000, then B.
-seconds=$(limit 120)
+seconds=$(limit 100)
 part bench-sweeps "$seconds" "$PY" -m benchmarks "${BENCH[@]}" --parts hidden,steps,batch \
     --budget-seconds $((seconds - 45)) --out "$OUT/parts" --name "gpu-{device}-sweeps"
 

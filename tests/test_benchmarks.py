@@ -449,3 +449,18 @@ def test_pallas_tuning_times_each_layout_keeps_the_fastest_and_records_one_that_
     assert "| gru | float32 | 20x4x8 | forward | block=16 warps=4 stages=1 |" in text
     assert "- gru, block=32 warps=4 stages=1: failed: ValueError: no block 32 today" in text
     assert json.loads((tmp_path / "pallas_tuning-cpu.json").read_text()) == record
+
+
+def test_population_benchmark_rehearsal_writes_rows_goals_and_plot(tmp_path):
+    from benchmarks import population
+
+    argv = ["--tiny", "--repeats", "1", "--members", "1,2", "--models", "classifier", "--out", str(tmp_path)]
+    report = population.main(argv)
+    assert [r["model"] for r in report["results"]] == ["classifier"] and report["malloc"] == "heap"
+    for result in report["results"]:
+        assert [r["members"] for r in result["rows"]] == [1, 2] and result["rows"][0]["ratio_to_1"] == 1.0
+        assert result["rows"][1]["member_updates_per_s"] > 0 and result["solo_ms"] > 0
+    text = (tmp_path / "population-cpu-2core-tiny.md").read_text()
+    assert "| classifier, 8 members <= 3.0x one member | not measured | - |" in text
+    assert "GPU: classifier, 16 members <= 1.5x | not measured on this device" in text
+    assert (tmp_path / "population-cpu-2core-tiny.png").stat().st_size > 0

@@ -43,7 +43,17 @@ class Task(NamedTuple):
 
 def optimizer(cfg: "ClassifierConfig | LanguageModelConfig") -> optax.GradientTransformation:
     """Adam at the config's learning rate and schedule (clipping is added by the train step)."""
-    return train.default_optimizer(train.learning_rate_schedule(cfg.schedule, cfg.learning_rate, cfg.steps))
+    return optimizer_factory(cfg)(cfg.learning_rate)
 
 
-__all__ = ["Setup", "Task", "optimizer"]
+def optimizer_factory(cfg: "ClassifierConfig | LanguageModelConfig") -> Callable[..., optax.GradientTransformation]:
+    """``learning_rate -> optimiser``: Adam at that rate with the config's schedule; a population
+    (:func:`rnnx.training.fit_population`) injects one rate per member."""
+
+    def factory(learning_rate: Any) -> optax.GradientTransformation:
+        return train.default_optimizer(train.learning_rate_schedule(cfg.schedule, learning_rate, cfg.steps))
+
+    return factory
+
+
+__all__ = ["Setup", "Task", "optimizer", "optimizer_factory"]

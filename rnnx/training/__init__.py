@@ -6,6 +6,8 @@
 - :mod:`rnnx.training.fitting`: :func:`fit`, which runs :mod:`rnnx.training.loop` (the steps, records,
   evaluations) with the hooks and result of :mod:`rnnx.training.hooks`, placed by
   :mod:`rnnx.training.placement` on a data-parallel mesh;
+- :mod:`rnnx.training.population`: :func:`fit_population`, many seeds and hyper-parameters in one compiled,
+  ``vmap``-ped step (its loop in :mod:`rnnx.training.population_loop`);
 - :mod:`rnnx.training.checkpoint`: save and restore with an architecture record, and step directories
   (the record in :mod:`rnnx.training.checkpoint_record`, the lock in :mod:`rnnx.training.run_lock`);
 - :mod:`rnnx.training.distributed`: several processes as one JAX job.
@@ -28,6 +30,9 @@ from rnnx.training.hooks import NonFiniteError as NonFiniteError
 from rnnx.training.hooks import jsonl_log as jsonl_log
 from rnnx.training.loop import FitState as FitState
 from rnnx.training.loop import initial_state as initial_state
+from rnnx.training.population import each_member as each_member
+from rnnx.training.population import fit_population as fit_population
+from rnnx.training.population_loop import PopulationResult as PopulationResult
 from rnnx.training.step import SCHEDULES as SCHEDULES
 from rnnx.training.step import TrainState as TrainState
 from rnnx.training.step import TrainStep as TrainStep
@@ -45,12 +50,15 @@ __all__ = [
     "FitState",
     "Interrupted",
     "NonFiniteError",
+    "PopulationResult",
     "TrainState",
     "TrainStep",
     "checkpoint",
     "distributed",
     "default_optimizer",
+    "each_member",
     "fit",
+    "fit_population",
     "initial_state",
     "jsonl_log",
     "learning_rate_schedule",

@@ -6,7 +6,6 @@ the caller (``rnnx.apps``, the examples), and :func:`rnnx.training.jsonl_log` wr
 The loss function's signature is described in :mod:`rnnx.training.step`.
 """
 
-import contextlib
 import pathlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -15,10 +14,10 @@ import jax
 import optax
 
 from rnnx.core.deprecation import MESH_RENAME, renamed_argument
-from rnnx.training import checkpoint, distributed
+from rnnx.training import resuming
 from rnnx.training.arguments import check_fit_arguments
 from rnnx.training.hooks import Checkpoints, Evaluation, FitResult
-from rnnx.training.loop import Batches, FitState, Loop, OnLog, emit, initial_state
+from rnnx.training.loop import Batches, FitState, Loop, OnLog, initial_state
 from rnnx.training.placement import Placement
 from rnnx.training.step import LossFn, default_optimizer, make_train_step
 
@@ -143,60 +142,18 @@ def fit(
     )
     if checkpoints is None:
         return loop(state)
-    directory = pathlib.Path(checkpoints.directory).absolute()
     loop.checkpointing = True
-    lead = distributed.is_lead()  # one lock per job, held by its first process
-    with (
-        checkpoint.lock(directory, on_stale=loop.warn("stale_lock")) if lead else contextlib.nullcontext(),
-        checkpoint.manager(directory) as manager,
-    ):
-        found = checkpoint.restore_latest(manager, state, net=checkpoints.net, on_damaged=loop.warn("damaged"))
-        extra: dict[str, Any] = {}
-        if found is not None:
-            step, state, extra = found
-            _set_aside_damaged(manager, step, lead, loop.warn("damaged"))
-            done = step >= steps or extra.get("stopped", False)
-            loop.saved = directory / f"step_{step}"
-            message = f"step {step} of {steps} (checkpoint {loop.saved})"
-            event, message = (
-                ("finished", f"already finished at {message}") if done else ("resume", f"resuming from {message}")
-            )
-            emit(on_log, {"step": step, "event": event, "message": message, **_pending(extra)})
+
+    def run(manager: "ocp.CheckpointManager", state: FitState, extra: dict[str, Any], saved: Any) -> FitResult:
+        loop.saved = saved
 
         def save(state: FitState, extra: dict, replace: bool = False) -> pathlib.Path:
-            step = int(state.train.step)
-            if replace:  # a crash before the new one is complete resumes from the one before: nothing lost
-                manager.delete(step)
-            checkpoint.save_step(manager, step, state, net=checkpoints.net, extra=extra)
-            if checkpoints.max_to_keep is not None:
-                protect = () if extra["best_step"] is None else (extra["best_step"],)
-                checkpoint.prune(manager, keep=checkpoints.max_to_keep, protect=protect)
-            return directory / f"step_{step}"
+            protect = () if extra["best_step"] is None else (extra["best_step"],)
+            return resuming.save_step(manager, checkpoints, int(state.train.step), state, extra, protect, replace)
 
         return loop(state, extra, save=save, save_every=checkpoints.every)
 
-
-def _set_aside_damaged(manager: "ocp.CheckpointManager", step: int, lead: bool, note: Callable[[str], None]) -> None:
-    """Rename the checkpoints newer than ``step`` (damaged ones that were passed over) to ``damaged.step_<n>``,
-    which orbax does not take for a step: the run writes those steps anew, and the damaged data is kept for
-    a look."""
-    directory = pathlib.Path(manager.directory)
-    damaged = [s for s in manager.all_steps() if s > step]
-    if lead:
-        for newer in damaged:
-            source, target = directory / f"step_{newer}", directory / f"damaged.step_{newer}"
-            suffix = 1
-            while target.exists():
-                target, suffix = directory / f"damaged.step_{newer}.{suffix}", suffix + 1
-            source.rename(target)
-            note(f"moved the damaged {source} aside to {target}; the run writes step {newer} anew")
-    if damaged:
-        distributed.barrier("rnnx: damaged checkpoints set aside")
-        manager.reload()
-
-
-def _pending(extra: dict[str, Any]) -> dict[str, bool]:
-    return {"pending_evaluation": bool(extra.get("pending_evaluation"))}
+    return resuming.resumable(checkpoints, state, steps, loop.warn, on_log, run)
 
 
 __all__ = ["fit"]

@@ -85,14 +85,7 @@ class Loop:
 
     def warn(self, event: str) -> Callable[[str], None]:
         """A callback for a note that must not pass unseen: a record with ``on_log``, else a warning."""
-        on_log = self.on_log
-        if on_log is None:
-            return lambda message: warnings.warn(message, stacklevel=4)
-
-        def note(message: str) -> None:
-            emit(on_log, {"step": None, "event": event, "message": message})
-
-        return note
+        return warner(self.on_log, event)
 
     def __call__(
         self,
@@ -279,8 +272,19 @@ def _checked_finite(state: FitState, step: int) -> FitState:
     return state
 
 
+def warner(on_log: OnLog | None, event: str) -> Callable[[str], None]:
+    """A callback for a note that must not pass unseen: a record with ``on_log``, else a warning."""
+    if on_log is None:
+        return lambda message: warnings.warn(message, stacklevel=4)
+
+    def note(message: str) -> None:
+        emit(on_log, {"step": None, "event": event, "message": message})
+
+    return note
+
+
 def emit(on_log: OnLog | None, record: Record) -> bool:
     return bool(on_log is not None and on_log({"time": round(time.time(), 3), **record}))
 
 
-__all__ = ["FitState", "Loop", "emit", "initial_state"]
+__all__ = ["FitState", "Loop", "emit", "initial_state", "warner"]
