@@ -57,9 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_scale_flags(lm.add_argument_group("scale out (run settings: a run resumes with other values)"))
     population = lm.add_argument_group("population: several seeds (and learning rates) trained at once")
     population.add_argument("--seeds", type=int, default=None, help="members, seeds --seed, --seed + 1, ...")
-    population.add_argument(
-        "--learning-rates", type=float, nargs="+", default=None, help="one for all members, or one per member"
-    )
+    population.add_argument("--learning-rates", type=float, nargs="+", help="one for all members, or one per member")
     tasks: dict[str, tuple[type, Mapping[str, object]]] = {
         "lm": (LanguageModelConfig, LM_DEFAULTS),
         "classify": (ClassifierConfig, CLASSIFIER_DEFAULTS),
@@ -113,7 +111,11 @@ def _train_config(args):
 
 def _train(args) -> dict:
     if args.seeds is not None or args.learning_rates is not None:
-        return _train_population(args)
+        if args.devices is not None or args.distributed:
+            raise ConfigError("--seeds and --learning-rates train on one process's default device: drop --devices")
+        from rnnx.apps import population_run
+
+        return population_run.command(_train_config(args), args.seeds, args.learning_rates, progress=args.progress)
     devices = scale.device_flag(args.devices)
     scale.join(args)  # before any other JAX computation
     scale.check_backend()
@@ -139,23 +141,6 @@ def _train(args) -> dict:
     if not lead:
         return result
     (summary.language_model if args.task == "lm" else summary.classifier)(cfg, result)
-    return result
-
-
-def _train_population(args) -> dict:
-    """``--seeds`` / ``--learning-rates``: a population on this process's devices (:mod:`rnnx.apps.population_run`)."""
-    if args.devices is not None or args.distributed:
-        raise ConfigError("--seeds and --learning-rates train on one process's default device: drop --devices")
-    cfg = _train_config(args)
-    from rnnx.apps import population_run
-    from rnnx.apps.console import progress_bar, say
-
-    seeds, rates = population_run.members(cfg, args.seeds, args.learning_rates)
-    say(f"a population of {len(seeds)} members: seeds {seeds}, learning rates {rates}")
-    with progress_bar(cfg.steps, enabled=args.progress, bits=args.task == "lm") as on_log:
-        result = population_run.run_population(cfg, seeds, rates, on_log=on_log, say=say)
-    print(population_run.describe(result))
-    print(f"Results in {cfg.run_dir}/results.json")
     return result
 
 

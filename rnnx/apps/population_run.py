@@ -20,6 +20,7 @@ from typing import Any
 from rnnx import training as train
 from rnnx.apps import classification, language_modelling, run_dir
 from rnnx.apps.config import ClassifierConfig, ConfigError, LanguageModelConfig
+from rnnx.apps.console import progress_bar, say
 from rnnx.apps.intervals import t_interval
 from rnnx.apps.lanes import lanes
 from rnnx.apps.task import optimizer_factory
@@ -43,6 +44,19 @@ def members(cfg: ClassifierConfig | LanguageModelConfig, seeds: int | None, rate
     if len(rates) not in (1, n) or any(not r > 0 for r in rates):
         raise ConfigError(f"--learning-rates must be 1 or {n} (--seeds) positive numbers, received {rates}")
     return list(range(cfg.seed, cfg.seed + n)), rates * n if len(rates) == 1 else rates
+
+
+def command(
+    cfg: ClassifierConfig | LanguageModelConfig, seeds: int | None, rates: Sequence[float] | None, *, progress: bool
+) -> dict[str, Any]:
+    """``rnnx train --seeds N --learning-rates ...``: train the population with a progress bar, print the table."""
+    seed_list, rate_list = members(cfg, seeds, rates)
+    say(f"a population of {len(seed_list)} members: seeds {seed_list}, learning rates {rate_list}")
+    with progress_bar(cfg.steps, enabled=progress, bits=isinstance(cfg, LanguageModelConfig)) as on_log:
+        result = run_population(cfg, seed_list, rate_list, on_log=on_log, say=say)
+    print(describe(result))
+    print(f"Results in {cfg.run_dir}/results.json")
+    return result
 
 
 def run_population(
@@ -142,4 +156,4 @@ def describe(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["METRICS", "describe", "members", "run_population"]
+__all__ = ["METRICS", "command", "describe", "members", "run_population"]
