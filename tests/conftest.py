@@ -51,9 +51,9 @@ B, T, D, H = 3, 6, 5, 7
 QUICK_CELLS = frozenset({"lstm", "min_gru"})
 
 
-def tiered(names):
-    """pytest params over ``names`` (sorted), those outside ``QUICK_CELLS`` marked ``slow``."""
-    return [pytest.param(name, marks=() if name in QUICK_CELLS else pytest.mark.slow) for name in sorted(names)]
+def tiered(names, quick=QUICK_CELLS):
+    """pytest params over ``names`` (sorted), those outside ``quick`` marked ``slow``."""
+    return [pytest.param(name, marks=() if name in quick else pytest.mark.slow) for name in sorted(names)]
 
 
 @pytest.fixture(params=tiered(CELLS))

@@ -21,6 +21,7 @@ import pytest
 import rnnx
 from rnnx.core.backends import pallas, resolver, table
 from rnnx.core.backends.call import Call, Options
+from tests.conftest import tiered
 
 B, T, D, H = (2, 3), 5, 3, 8
 F32 = dict(atol=1e-5, rtol=1e-5)
@@ -66,7 +67,7 @@ def _value_and_grads(cell, params, xs, carry, lengths, reset, mask, *, backend, 
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", tiered(VARIANTS, quick={"lstm", "gru_no_bias"}))  # all in the full suite
 def test_kernels_equal_the_scan_values_and_gradients(variant, reverse):
     cell = VARIANTS[variant]()
     params = _params(cell)
