@@ -1,8 +1,8 @@
 """Gradient-flow diagnostics: how much gradient reaches each time step of a recurrent cell.
 
 Axis letters as in :mod:`rnnx.core.typing`: ``b`` batch (any number of axes), ``t`` time, ``d`` input features,
-``h`` hidden units. Two measurements, for any :class:`rnnx.Cell` whose output is its hidden state (every
-rnnx cell):
+``h`` hidden units. Two measurements, for any :class:`rnnx.Cell` whose output is its hidden state (the classic
+cells, minGRU, minLSTM and the RG-LRU; the LRU, sLSTM and mLSTM are refused with the reason):
 
 * :func:`hidden_grad_norms`: ``||dL/dh_t||`` for every step ``t`` of one loss, the gradient that
   backpropagation through time delivers to each step's state.
@@ -200,6 +200,13 @@ def _hidden(carry):
 
 def _check_xs(cell, params, xs) -> jax.Array:
     input_size = check_params(cell, params)
+    carry = cell.default_carry(params)
+    if cell.readout is not None or not (isinstance(carry, LSTMCarry) or isinstance(carry, jax.Array)):
+        raise ValueError(
+            "the diagnostics measure cells whose output is their hidden state, carried as an array or an LSTMCarry "
+            f"(simple_rnn, lstm, gru, min_gru, min_lstm, rg_lru); received a {cell.name} cell, whose output is "
+            f"{'a readout of its state' if cell.readout is not None else 'part of a ' + type(carry).__name__}"
+        )
     xs = jnp.asarray(xs)
     if xs.ndim < 2 or xs.shape[-1] != input_size:
         raise ValueError(

@@ -56,7 +56,7 @@ def test_gpu_plan_puts_the_goal_shapes_first_and_sweeps_without_repeats():
     headline = [j for j in jobs if j.part == "headline"]
     assert jobs[: len(headline)] == headline  # most valuable first
     order = [(j.config.dtype, j.config.cell, j.config.steps) for j in headline]
-    goal, other = ("lstm", "gru", "simple_rnn"), ("min_gru", "min_lstm")
+    goal, other = ("lstm", "gru", "simple_rnn"), ("min_gru", "min_lstm", "lru", "rg_lru", "slstm", "mlstm")
     assert order == [
         (d, c, t) for d in ("float32", "bfloat16") for cells in (goal, other) for t in (100, 1000) for c in cells
     ]

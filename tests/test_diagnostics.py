@@ -9,7 +9,15 @@ from jax.flatten_util import ravel_pytree
 
 import rnnx
 from rnnx import diagnostics
-from tests.conftest import B, H, T
+from tests.conftest import CELLS, B, H, T, tiered
+
+# The cells whose output is their hidden state; the others are refused (the last test).
+REFUSED = ("lru", "slstm", "mlstm")
+
+
+@pytest.fixture(params=tiered(set(CELLS) - set(REFUSED)))
+def cell_name(request):
+    return request.param
 
 
 def _hidden(carry):
@@ -145,3 +153,11 @@ def test_bad_arguments_raise():
         diagnostics.jacobian_norms(cell, params, jnp.zeros((5, 3)), norm="nuclear")
     with pytest.raises(ValueError, match=r"xs must have shape \(\*batch, time, 3\).*received shape \(5, 2\)"):
         diagnostics.hidden_grad_norms(cell, params, jnp.zeros((5, 2)), jnp.sum)
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_cells_whose_output_is_not_their_state_are_refused_with_the_reason(name):
+    cell = rnnx.make_cell(name, 4)
+    params = cell.init(jax.random.key(0), 2)
+    with pytest.raises(ValueError, match=f"measure cells whose output is their hidden state.*received a {name} cell"):
+        diagnostics.hidden_grad_norms(cell, params, jnp.ones((1, 3, 2)), jnp.sum)

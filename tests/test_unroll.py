@@ -10,7 +10,13 @@ import pytest
 
 import rnnx
 from tests import reference
-from tests.conftest import CELLS, B, D, T
+from tests.conftest import CELLS, B, D, T, tiered
+
+# The LRU, RG-LRU, sLSTM and mLSTM meet lengths, masks with gaps, resets, reverse and batch axes in the fuzzed
+# reference tests of tests/test_properties.py; the tests here that only repeat those run for the older cells, to
+# keep the suite within its 10 minutes. The gradient, jit, vmap and remat tests run for every cell.
+FUZZED_ONLY = ("lru", "rg_lru", "slstm", "mlstm")
+OLDER_CELLS = sorted(name for name in CELLS if name not in FUZZED_ONLY)
 
 LENGTHS = jnp.array([T, 2, 0])
 
@@ -21,6 +27,7 @@ def _np_carry(carry, n):
 
 
 @pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("cell_name", tiered(OLDER_CELLS))
 def test_unroll_matches_numpy_reference_with_lengths(cell_name, cell, params, xs, reverse):
     carry0 = jax.tree.map(lambda c: c + 0.2, cell.default_carry(params, (B,)))
     carry, ys = rnnx.unroll(cell, params, xs, lengths=LENGTHS, initial_carry=carry0, reverse=reverse)
@@ -44,6 +51,7 @@ def test_scan_equals_python_loop(cell, params, xs):
     chex.assert_trees_all_close(scan_carry, carry, atol=1e-6)
 
 
+@pytest.mark.parametrize("cell_name", tiered(OLDER_CELLS))
 def test_mask_with_gaps_equals_the_compacted_sequence(cell, params, xs):
     mask = jnp.array([[1, 0, 1, 1, 0, 1], [0, 0, 1, 0, 1, 0], [1, 1, 1, 1, 1, 1]], bool)
     carry, ys = rnnx.unroll(cell, params, xs, mask=mask)
@@ -55,6 +63,7 @@ def test_mask_with_gaps_equals_the_compacted_sequence(cell, params, xs):
         chex.assert_trees_all_close(jax.tree.map(lambda a: a[n], carry), c, atol=1e-6)
 
 
+@pytest.mark.parametrize("cell_name", tiered(OLDER_CELLS))
 def test_lengths_equal_truncated_runs_and_the_matching_mask(cell, params, xs):
     carry, ys = rnnx.unroll(cell, params, xs, lengths=LENGTHS)
     mask_carry, mask_ys = rnnx.unroll(cell, params, xs, mask=jnp.arange(T) < LENGTHS[:, None])
@@ -65,6 +74,7 @@ def test_lengths_equal_truncated_runs_and_the_matching_mask(cell, params, xs):
     chex.assert_trees_all_equal(jax.tree.map(lambda a: a[2], carry), cell.default_carry(params))  # length 0
 
 
+@pytest.mark.parametrize("cell_name", tiered(OLDER_CELLS))
 def test_reverse_equals_flip(cell, params, xs):
     carry, ys = rnnx.unroll(cell, params, xs, reverse=True)
     flip_carry, flip_ys = rnnx.unroll(cell, params, xs[:, ::-1])
@@ -72,6 +82,7 @@ def test_reverse_equals_flip(cell, params, xs):
     chex.assert_trees_all_close(carry, flip_carry, atol=1e-6)
 
 
+@pytest.mark.parametrize("cell_name", tiered(OLDER_CELLS))
 def test_reverse_with_lengths_equals_flipping_each_valid_part(cell, params, xs):
     carry, ys = rnnx.unroll(cell, params, xs, lengths=LENGTHS, reverse=True)
     for n, length in enumerate(LENGTHS.tolist()):
@@ -116,6 +127,7 @@ def test_vmap_over_unbatched_runs_equals_batched_run(cell, params, xs):
     chex.assert_trees_all_close(batched, vmapped, atol=1e-6)
 
 
+@pytest.mark.parametrize("cell_name", tiered(OLDER_CELLS))
 def test_any_number_of_batch_axes_and_time_major(cell, params):
     xs = jax.random.normal(jax.random.key(2), (2, 3, T, D))
     lengths = jnp.array([[T, 1, 3], [0, 2, T]])
@@ -130,6 +142,7 @@ def test_any_number_of_batch_axes_and_time_major(cell, params):
     np.testing.assert_allclose(one_ys, ys[1, 2], atol=1e-6)
 
 
+@pytest.mark.parametrize("cell_name", tiered(OLDER_CELLS))
 def test_reset_inside_a_sequence_equals_two_separate_runs(cell, params, xs):
     reset = jnp.zeros((B, T), bool).at[0, 2].set(True).at[1, 4].set(True)
     for reverse in (False, True):
