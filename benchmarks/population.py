@@ -129,7 +129,20 @@ def measure(name: str, members: list[int], repeats: int, tiny: bool) -> dict:
                      "adam_ms": adam})  # fmt: skip
     solo = timed.get("solo", {}).get("median_ms")
     return {"model": name, "sizes": (TINY if tiny else SIZES)[name], "solo_ms": solo, "rows": rows,
-            "errors": errors, "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+            "split_ms": fixed_and_per_member(rows), "errors": errors,
+            "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+
+
+def fixed_and_per_member(rows: list[dict]) -> dict | None:
+    """The least-squares line ``ms = fixed + N * per_member`` through the rows of N <= 8 (above that the
+    stacked arrays outgrow the cache). A ratio goal ``T(N) <= b * T(1)`` holds on this line only if
+    ``fixed / per_member >= (N - b) / (b - 1)``: 2.5 for 8 members in 3x, 2.4 for 32 in 10x. Only a step whose
+    fixed part (dispatch, launches, the loop) outweighs its per-member arithmetic gains from batching."""
+    points = [(r["members"], r["ms_per_update"]) for r in rows if "error" not in r and r["members"] <= 8]
+    if len(points) < 2:
+        return None
+    per_member, fixed = np.polyfit(*zip(*points), 1)
+    return {"fixed": float(fixed), "per_member": float(per_member), "over_members": [p[0] for p in points]}
 
 
 def goals(results: list[dict], backend: str) -> list[str]:
@@ -160,6 +173,10 @@ def markdown(report: dict) -> str:
         out += [f"## {result['model']} {tuple(result['sizes'])} (vocab, embed, hidden, layers, batch, length)", ""]
         solo = result["solo_ms"]
         out.append(f"fit's solo step: {solo:.2f} ms per update" if solo else "fit's solo step: not measured")
+        split = result.get("split_ms")
+        if split:
+            out += ["", f"Least squares over N = {split['over_members']}: {split['fixed']:.2f} ms fixed + "
+                        f"{split['per_member']:.2f} ms per member (the goals need fixed >= 2.5 x per member)"]  # fmt: skip
         out += ["", "| members N | ms per update | ratio to N=1 | member-updates per s | of which Adam alone (ms) |"]
         out.append("|---|---|---|---|---|")
         for r in result["rows"]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import rnnx
@@ -463,4 +464,16 @@ def test_population_benchmark_rehearsal_writes_rows_goals_and_plot(tmp_path):
     text = (tmp_path / "population-cpu-2core-tiny.md").read_text()
     assert "| classifier, 8 members <= 3.0x one member | not measured | - |" in text
     assert "GPU: classifier, 16 members <= 1.5x | not measured on this device" in text
+    assert "ms fixed +" in text and "ms per member" in text
     assert (tmp_path / "population-cpu-2core-tiny.png").stat().st_size > 0
+
+
+def test_population_split_recovers_a_known_line_and_ignores_rows_past_8():
+    from benchmarks import population
+
+    rows = [{"members": n, "ms_per_update": 2.0 + 3.0 * n} for n in (1, 2, 4, 8)]
+    rows += [{"members": 16, "ms_per_update": 500.0}, {"members": 32, "error": "out of memory"}]
+    split = population.fixed_and_per_member(rows)
+    assert split["over_members"] == [1, 2, 4, 8]
+    np.testing.assert_allclose([split["fixed"], split["per_member"]], [2.0, 3.0], atol=1e-9)
+    assert population.fixed_and_per_member(rows[:1]) is None
