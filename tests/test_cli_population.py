@@ -2,10 +2,8 @@
 and the mean with its 95% interval; and the t-interval it uses, checked by its coverage."""
 
 import errno
-import hashlib
 import json
 import os
-import pathlib
 
 import numpy as np
 import pytest
@@ -14,19 +12,12 @@ from rnnx.apps import baselines, language_modelling
 from rnnx.apps.cli import main
 from rnnx.apps.intervals import t_interval, t_quantile_975, welch_significant
 from rnnx.training import checkpoint
+from tests.conftest import file_hashes
 
 TINY_LM = ["--hidden", "16", "--embed", "8", "--layers", "1", "--window", "16", "--batch-size", "4", "--steps", "10"]
 TINY_LM += ["--ngram-orders", "2", "--eval-chars", "500", "--eval-every", "5", "--checkpoint-every", "5"]
 TINY_LM += ["--schedule", "constant", "--no-progress"]
 T_975_2 = 4.302652729911275  # the t-distribution's 97.5% quantile at 2 degrees of freedom (tables)
-
-
-def _hashes(directory) -> dict[str, str]:
-    """Every file under ``directory`` by its content's hash, and every folder."""
-    return {
-        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
-        for p in sorted(pathlib.Path(directory).rglob("*"))
-    }
 
 
 def _counted(monkeypatch, module, name):
@@ -120,7 +111,7 @@ def test_population_of_a_language_model_from_the_command_line_and_its_finished_r
     assert abs(solo_result["test_bits_per_char"] - bits[0]) < 1e-5  # member 0 is the solo run, to round-off
     assert solo_result["ngram_test_bits_per_char"] == members[0]["ngram_test_bits_per_char"]
 
-    before, calls = _hashes(run), len(ngram_calls)
+    before, calls = file_hashes(run), len(ngram_calls)
     capsys.readouterr()
 
     def read_only(*args, **kwargs):
@@ -130,4 +121,4 @@ def test_population_of_a_language_model_from_the_command_line_and_its_finished_r
     assert main(argv) == 0
     rerun = capsys.readouterr()
     assert f"{run} holds a finished run (10 of 10 steps)" in rerun.err and rerun.out == out
-    assert _hashes(run) == before and len(ngram_calls) == calls  # nothing written, nothing computed again
+    assert file_hashes(run) == before and len(ngram_calls) == calls  # nothing written, nothing computed again
