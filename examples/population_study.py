@@ -195,10 +195,13 @@ def test(results, a, b):
 def report(args):
     """Merge the results of several long-range runs, test the LSTM against each cell at each length, print
     the table and draw the plot."""
-    results = {}
+    results, configs = {}, {}
     for path in args.inputs:
         with open(path) as f:
-            results |= json.load(f)["results"]
+            run = json.load(f)
+        configs[path] = run["config"]
+        for key, row in run["results"].items():
+            results[key] = row | ({"unroll": unroll_of(key, run["config"])} if " T=" in key else {})
     if not any(" T=" in k for k in results):  # a gradient study: redraw it
         models = list(dict.fromkeys(k.rsplit(" ", 1)[0] for k in results))
         with open(args.inputs[0]) as f:
@@ -220,9 +223,16 @@ def report(args):
         for other in cells
         if other != "lstm" and f"lstm T={steps}" in results and f"{other} T={steps}" in results
     }
-    out = {"inputs": args.inputs, "results": results, "tests": tests}
+    out = {"inputs": args.inputs, "configs": configs, "results": results, "tests": tests}
     groups = {f"T={s}": [f"{c} T={s}" for c in cells if f"{c} T={s}" in results] for s in lengths}
     return out, groups
+
+
+def unroll_of(key, config):
+    """How a long-range row's cell ran (the same results, another speed): ``rnnx.unroll``'s parallel scan,
+    its default where the cell has one, or the sequential scan (every other cell, and with ``--sequential``)."""
+    parallel = rnnx.make_cell(key.split(" ")[0], 1).parallel and not config.get("sequential")
+    return "parallel" if parallel else "sequential"
 
 
 def fmt(s, digits=3):
