@@ -250,6 +250,7 @@ def plot(out, path, groups):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.6), squeeze=False)
+    top = max([0.25] + [1.05 * v for r in out["results"].values() for v in r["mse"]["values"]])  # every member shows
     for ax, (title, keys) in zip(axes[0], groups.items()):
         rows = [out["results"][k] for k in keys]
         means = [r["mse"]["mean"] for r in rows]
@@ -263,7 +264,7 @@ def plot(out, path, groups):
         ax.axhline(1 / 6, color="tab:red", linestyle=":", label="always 1 (0.167)")
         ax.axhline(LEARNED_MSE, color="tab:green", linestyle="--", label=f"learned (< {LEARNED_MSE})")
         ax.set_xticks(range(len(rows)), [k.split(" T=")[0].split(" ")[0] for k in keys], rotation=30)
-        ax.set(title=title, ylim=(0, 0.25), ylabel="final MSE: mean, 95% interval, members")
+        ax.set(title=title, ylim=(0, top), ylabel="final MSE: mean, 95% interval, members")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
