@@ -3,6 +3,7 @@
     nice python -m examples.population_study long-range [--seeds 8 --lengths 100 200 400 --updates 1000]
     nice python -m examples.population_study gradients [--seeds 8 --updates 1000]
     nice python -m examples.population_study modes --cells min_gru --lengths 200 400 [--seeds 8]
+    python -m examples.population_study report --inputs <long-range or gradient results>.json ... --out <report>.json
 
 Each configuration (cell, sequence length, clipping) trains ``--seeds`` members at once with
 ``rnnx.training.fit_population``: one compiled step, member ``i`` seeded ``i`` (its initial weights and its own
