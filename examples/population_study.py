@@ -2,6 +2,8 @@
 
     nice python -m examples.population_study long-range [--seeds 8 --lengths 100 200 400 --updates 1000]
     nice python -m examples.population_study gradients [--seeds 8 --updates 1000]
+    nice python -m examples.population_study modes --cells min_gru --lengths 200 400 [--seeds 8]
+    python -m examples.population_study report --inputs <long-range or gradient results>.json ... --out <report>.json
 
 Each configuration (cell, sequence length, clipping) trains ``--seeds`` members at once with
 ``rnnx.training.fit_population``: one compiled step, member ``i`` seeded ``i`` (its initial weights and its own
@@ -19,6 +21,10 @@ sequences. Reported per configuration: the mean and 95% interval (t-distribution
 - ``gradients``: T=100, hidden 64, the gradient study's five models (the tanh RNN with its orthogonal recurrent
   matrix scaled by 0.5, 1 and 2, LSTM, GRU), each with and without clipping (one population of ``2 x --seeds``
   members: a clip norm of 1e30 never clips), and after training ``log10 ||dL/dh_1|| / ||dL/dh_T||`` per member.
+- ``modes``: the median seconds of one population's gradient step (``--seeds`` members, batch ``--batch``) for
+  each cell with a parallel form, run by the parallel scan and by the sequential ``lax.scan`` (same results,
+  tested in ``tests/test_unroll.py``), at each length: which to pass as ``--sequential`` to the two studies.
+  ``--sequential`` runs every cell's sequential mode (``rnnx.unroll(parallel=False)``); the json records it.
 """
 
 import argparse
@@ -88,11 +94,15 @@ def members_summary(result, index):
     }
 
 
+def unroll_mode(args):
+    return False if args.sequential else None  # None: the parallel scan where the cell has one
+
+
 def long_range(args):
     out = {"config": vars(args), "results": {}}
     for steps in args.lengths:
         for name in args.cells:
-            model_for = lambda h, name=name: readout_model(rnnx.make_cell(name, h))  # noqa: E731
+            model_for = lambda h, name=name: readout_model(rnnx.make_cell(name, h), parallel=unroll_mode(args))  # noqa: E731
             hidden, count = hidden_size_for(model_for, args.budget)
             init, predict = model_for(hidden)
             result, seconds = population(init, predict, steps=steps, args=args, clip_norms=[1.0] * args.seeds,
@@ -114,7 +124,7 @@ def long_range(args):
 def gradients(args):
     out = {"config": vars(args), "results": {}}
     for name in args.models:
-        init, predict = readout_model(cell_of(name, args.hidden))
+        init, predict = readout_model(cell_of(name, args.hidden), parallel=unroll_mode(args))
         clips = [1.0] * args.seeds + [NO_CLIP] * args.seeds
         result, seconds = population(init, predict, steps=args.length, args=args, clip_norms=clips,
                                      eval_size=args.eval_size)  # fmt: skip
@@ -130,6 +140,32 @@ def gradients(args):
     for other in ("lstm", "rnn"):
         if other in args.models and "gru" in args.models:
             out["tests"][f"gru vs {other} clipped"] = test(out["results"], "gru clipped", f"{other} clipped")
+    return out
+
+
+def modes(args, repeats=5):
+    """Median seconds of one population gradient step, parallel scan against sequential scan, per cell and length."""
+    out = {"config": vars(args), "results": {}}
+    for steps in args.lengths:
+        xs, ys = adding_batch(jax.random.key(0), args.batch, steps)
+        for name in (c for c in args.cells if rnnx.make_cell(c, 1).parallel):
+            hidden, _ = hidden_size_for(lambda h, name=name: readout_model(rnnx.make_cell(name, h)), args.budget)
+            times = {}
+            for mode, parallel in (("parallel", True), ("sequential", False)):
+                init, predict = readout_model(rnnx.make_cell(name, hidden), parallel=parallel)
+                params = jax.vmap(init)(jax.random.split(jax.random.key(0), args.seeds))
+                grad = jax.jit(jax.vmap(jax.grad(lambda p: jnp.mean((predict(p, xs) - ys) ** 2))))
+                jax.block_until_ready(grad(params))  # compile
+                runs = []
+                for _ in range(repeats):
+                    started = time.perf_counter()
+                    jax.block_until_ready(grad(params))
+                    runs.append(time.perf_counter() - started)
+                times[mode] = float(np.median(runs))
+            out["results"][f"{name} T={steps}"] = {"hidden": hidden, "seconds": times}
+            each = ", ".join(f"{mode} {s:.3f} s" for mode, s in times.items())
+            print(f"T={steps} {name} (h={hidden}, {args.seeds} members, batch {args.batch}): {each} per step")
+    out["tests"] = {}
     return out
 
 
@@ -160,10 +196,13 @@ def test(results, a, b):
 def report(args):
     """Merge the results of several long-range runs, test the LSTM against each cell at each length, print
     the table and draw the plot."""
-    results = {}
+    results, configs = {}, {}
     for path in args.inputs:
         with open(path) as f:
-            results |= json.load(f)["results"]
+            run = json.load(f)
+        configs[path] = run["config"]
+        for key, row in run["results"].items():
+            results[key] = row | ({"unroll": unroll_of(key, run["config"])} if " T=" in key else {})
     if not any(" T=" in k for k in results):  # a gradient study: redraw it
         models = list(dict.fromkeys(k.rsplit(" ", 1)[0] for k in results))
         with open(args.inputs[0]) as f:
@@ -185,9 +224,16 @@ def report(args):
         for other in cells
         if other != "lstm" and f"lstm T={steps}" in results and f"{other} T={steps}" in results
     }
-    out = {"inputs": args.inputs, "results": results, "tests": tests}
+    out = {"inputs": args.inputs, "configs": configs, "results": results, "tests": tests}
     groups = {f"T={s}": [f"{c} T={s}" for c in cells if f"{c} T={s}" in results] for s in lengths}
     return out, groups
+
+
+def unroll_of(key, config):
+    """How a long-range row's cell ran (the same results, another speed): ``rnnx.unroll``'s parallel scan,
+    its default where the cell has one, or the sequential scan (every other cell, and with ``--sequential``)."""
+    parallel = rnnx.make_cell(key.split(" ")[0], 1).parallel and not config.get("sequential")
+    return "parallel" if parallel else "sequential"
 
 
 def fmt(s, digits=3):
@@ -205,6 +251,7 @@ def plot(out, path, groups):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.6), squeeze=False)
+    top = max([0.25] + [1.05 * v for r in out["results"].values() for v in r["mse"]["values"]])  # every member shows
     for ax, (title, keys) in zip(axes[0], groups.items()):
         rows = [out["results"][k] for k in keys]
         means = [r["mse"]["mean"] for r in rows]
@@ -218,7 +265,7 @@ def plot(out, path, groups):
         ax.axhline(1 / 6, color="tab:red", linestyle=":", label="always 1 (0.167)")
         ax.axhline(LEARNED_MSE, color="tab:green", linestyle="--", label=f"learned (< {LEARNED_MSE})")
         ax.set_xticks(range(len(rows)), [k.split(" T=")[0].split(" ")[0] for k in keys], rotation=30)
-        ax.set(title=title, ylim=(0, 0.25), ylabel="final MSE: mean, 95% interval, members")
+        ax.set(title=title, ylim=(0, top), ylabel="final MSE: mean, 95% interval, members")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -237,7 +284,7 @@ def save(out, args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", choices=["long-range", "gradients", "report"])
+    parser.add_argument("study", choices=["long-range", "gradients", "report", "modes"])
     parser.add_argument(
         "--inputs", nargs="+", default=[], help="report: long-range results to merge, or a gradient study"
     )
@@ -253,9 +300,15 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=list(GRADIENT_MODELS), choices=list(GRADIENT_MODELS))
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--length", type=int, default=100)
+    parser.add_argument("--sequential", action="store_true", help="run parallel cells by the sequential scan")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    if args.study == "modes":
+        out = modes(args)
+        save(out, args)
+        print(f"wrote {output_path(args)}")
+        return out
     if args.study == "report":
         out, groups = report(args)
     else:

@@ -1,5 +1,7 @@
 import functools
+import hashlib
 import os
+import pathlib
 
 # Most of a test's time on XLA's CPU backend is compilation, and most of that is LLVM's optimisation of code that
 # then runs a few tiny steps. At level 0 the suite compiles far faster (tests/test_cudnn.py + tests/test_pallas.py:
@@ -85,3 +87,12 @@ def require_torch():
 
         return torch
     return pytest.importorskip("torch", reason="PyTorch oracle tests need torch: pip install torch==2.13.0")
+
+
+def file_hashes(directory) -> dict[str, str]:
+    """Every file under ``directory`` by its content's hash, and every folder: a run directory before and
+    after a command that must write nothing."""
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
+        for p in sorted(pathlib.Path(directory).rglob("*"))
+    }

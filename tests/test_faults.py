@@ -4,7 +4,6 @@ nothing is lost: the last good checkpoint is intact and a resumed run ends bit-i
 uninterrupted one."""
 
 import errno
-import hashlib
 import json
 import math
 import os
@@ -26,6 +25,7 @@ import rnnx
 from rnnx import training as train
 from rnnx.training import checkpoint
 from tests import faulty_fit
+from tests.conftest import file_hashes
 
 pytestmark = pytest.mark.slow  # subprocesses or whole runs: the full tier only
 
@@ -381,14 +381,6 @@ def test_cli_resume_says_so_and_keeps_each_record_once_and_a_finished_run_keeps_
     assert resumed["test_bits_per_char"] == reference["test_bits_per_char"]  # bit for bit
 
 
-def _hashes(directory) -> dict[str, str]:
-    """Every file under ``directory`` by its content's hash, and every folder."""
-    return {
-        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "folder"
-        for p in sorted(pathlib.Path(directory).rglob("*"))
-    }
-
-
 # As a training process holds them: each run directory's lock and its checkpoints'.
 HOLD_BOTH = "import contextlib, sys, time; from rnnx.training import checkpoint\n"
 HOLD_BOTH += "with contextlib.ExitStack() as stack:\n"
@@ -412,14 +404,14 @@ def test_a_refused_writer_leaves_every_byte_of_the_run_as_it_was(tmp_path, text_
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        before = {d: _hashes(d) for d in (run, starting)}
+        before = {d: file_hashes(d) for d in (run, starting)}
         capsys.readouterr()
         assert _train(text_file, run, 10, "--cell", "lstm", "--hidden", "32") == 2  # the settings differ
         assert "holds checkpoints of a run with other settings" in capsys.readouterr().err
         assert _train(text_file, run, 20) == 1  # the same settings, training on: the lock is held
         assert _train(text_file, starting, 10, "--cell", "lstm", "--hidden", "32") == 1
         refusals = capsys.readouterr().err.strip().splitlines()
-        assert {d: _hashes(d) for d in (run, starting)} == before
+        assert {d: file_hashes(d) for d in (run, starting)} == before
         assert refusals[-1].startswith(f"rnnx train: error: {starting.absolute()} is in use by process {holder.pid}")
         assert f"{run.absolute()} is in use by process {holder.pid}" in refusals[-2]
     finally:
@@ -429,7 +421,7 @@ def test_a_refused_writer_leaves_every_byte_of_the_run_as_it_was(tmp_path, text_
 
     assert main(["generate", "--run-dir", str(run), "--length", "5", "--prompt", "to bé€"]) == 0
     assert "warning: --prompt characters ['é', '€'] are not in the run's vocabulary" in capsys.readouterr().err
-    finished = _hashes(run)
+    finished = file_hashes(run)
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(run))
@@ -438,7 +430,7 @@ def test_a_refused_writer_leaves_every_byte_of_the_run_as_it_was(tmp_path, text_
     assert _train(text_file, run, 10) == 0
     out = capsys.readouterr()
     assert f"{run} holds a finished run (10 of 10 steps)" in out.err and "Results in" in out.out
-    assert _hashes(run) == finished
+    assert file_hashes(run) == finished
 
 
 def _failing_save(fail_at: int, error: BaseException):
@@ -479,10 +471,10 @@ def test_an_os_error_is_one_line_with_the_path_and_reason_and_the_checkpoints_st
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(run / "rnnx.lock.os"))
 
     monkeypatch.setattr(checkpoint, "lock", read_only)
-    before = _hashes(run)
+    before = file_hashes(run)
     assert _train(text_file, run, 10) == 1
     assert capsys.readouterr().err.splitlines()[-1] == f"rnnx train: error: {run}/rnnx.lock.os: Read-only file system"
-    assert _hashes(run) == before
+    assert file_hashes(run) == before
     monkeypatch.undo()
     assert _train(text_file, run, 10) == 0
     assert f"resuming from step 5 of 10 (checkpoint {run.absolute()}/checkpoints/step_5)" in capsys.readouterr().err

@@ -64,9 +64,9 @@ def _leaves_close(a, b, tol=TOL):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=tol, rtol=0)
 
 
-def _solo(seed, lr, clip=1.0, **kwargs):
+def _solo(seed, lr, clip=1.0, batches=_batches, **kwargs):
     kwargs = {"steps": STEPS, "optimizer": optax.adam(lr), "clip_norm": clip, "seed": seed, **kwargs}
-    return train.fit(_loss, _init(seed), _batches, **kwargs)
+    return train.fit(_loss, _init(seed), batches, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +104,28 @@ def test_records_carry_the_member_index(early_stopping):
     for i, steps in enumerate(result.steps):  # no record of a member after it stopped
         assert max(r["step"] for r in records if r.get("member") == i) <= steps + (-steps % 2)
         assert [r["step"] for r in records if r.get("member") == i and "eval" in r] == list(range(1, steps + 1))
+
+
+def test_batches_that_run_out_stop_every_member_with_fits_note_and_reason():
+    """An iterable of 5 batches for 8 steps: as ``fit`` does, a ``"batches_ran_out"`` note, ``stopped_early``
+    and the same stop reason, for each member still training; the members equal their solo fits."""
+    seeds, lrs = [0, 1], [1e-2, 3e-2]
+    batches = [(_X[i % 4], _Y[i % 4]) for i in range(5)]
+    records = []
+    result = train.fit_population(
+        _loss, _init, iter(batches), seeds=seeds, steps=STEPS, hyperparams={"learning_rate": lrs},
+        on_log=records.append,
+    )  # fmt: skip
+    solo_records = []
+    solo = _solo(0, lrs[0], batches=iter(batches), on_log=solo_records.append)
+    assert solo.stop_reason == "the batches ran out after 5 of 8 steps" and solo.stopped_early  # the oracle
+    notes = [r for r in records if r.get("event") == "batches_ran_out"]
+    assert [n["message"] for n in notes] == [r["message"] for r in solo_records if r.get("event") == "batches_ran_out"]
+    for i, seed in enumerate(seeds):
+        member = result.member(i)
+        assert (member.step, member.stopped_early, member.stop_reason) == (5, True, solo.stop_reason)
+        other = solo if i == 0 else _solo(seed, lrs[i], batches=iter(batches), on_log=solo_records.append)
+        _leaves_close(member.params, other.params)
 
 
 def test_hyperparameters_per_member_weight_decay_and_clip_norm():

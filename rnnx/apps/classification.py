@@ -110,18 +110,10 @@ def build(cfg: ClassifierConfig, d: Data, vocab: data.Vocab, lanes: slice, say: 
     if coverage is not None:
         say(f"GloVe 6B 50d covers {coverage:.1%} of the {len(vocab):,}-word vocabulary")
 
-    def report(result: train.FitResult, seconds: float, run_dir: Path | None) -> dict[str, Any]:
-        test = evaluate(result.params, test_batches)
+    def baseline_results() -> dict[str, Any]:
         say("baselines: majority class and bag-of-words logistic regression on the same split")
         train_rows, test_rows = d.train_rows, d.test_rows
         return {
-            "dataset": cfg.dataset,
-            "cell": cfg.cell,
-            "classes": len(d.names),
-            "rows": {"train": len(d.fit_rows), "validation": len(d.val_rows), "test": len(test_rows)},
-            "test_accuracy": test["accuracy"],
-            "test_loss": test["loss"],
-            "best_validation_accuracy": max(h["accuracy"] for h in result.history),
             "majority_accuracy": baselines.majority_accuracy(d.labels[train_rows], d.labels[test_rows]),
             "bow_logreg_accuracy": baselines.bow_logistic_regression(
                 [ids[i] for i in train_rows],
@@ -131,6 +123,19 @@ def build(cfg: ClassifierConfig, d: Data, vocab: data.Vocab, lanes: slice, say: 
                 vocab_size=len(vocab),
                 num_classes=len(d.names),
             ),
+        }
+
+    def report(result: train.FitResult, seconds: float, run_dir: Path | None, bases: dict) -> dict[str, Any]:
+        test = evaluate(result.params, test_batches)
+        return {
+            "dataset": cfg.dataset,
+            "cell": cfg.cell,
+            "classes": len(d.names),
+            "rows": {"train": len(d.fit_rows), "validation": len(d.val_rows), "test": len(d.test_rows)},
+            "test_accuracy": test["accuracy"],
+            "test_loss": test["loss"],
+            "best_validation_accuracy": max(h["accuracy"] for h in result.history),
+            **bases,
             "pretrained": cfg.pretrained,
             "pretrained_vocabulary_coverage": coverage,
             "split": "by group (no group in both train and test)" if d.groups is not None else "stratified by label",
@@ -148,6 +153,7 @@ def build(cfg: ClassifierConfig, d: Data, vocab: data.Vocab, lanes: slice, say: 
         batches=lambda epoch: [{k: v[lanes] for k, v in b.items()} for b in batches_of(d.fit_rows, epoch)],
         evaluation=train.Evaluation(evaluate, cfg.eval_every, monitor="accuracy", mode="max", patience=cfg.patience),
         initial_carry=None,
+        baselines=baseline_results,
         report=report,
     )
 

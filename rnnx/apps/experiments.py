@@ -102,7 +102,7 @@ def run(
         if on_log is not None and lead:  # not in metrics.jsonl: a progress bar closes here
             message = f"trained {result.step} steps in {seconds:.1f} s; scoring the held-out data and the baselines"
             emit(on_log, {"step": result.step, "event": "trained", "message": message})
-        results = setup.report(result, seconds, directory if lead else None)
+        results = setup.report(result, seconds, directory if lead else None, setup.baselines())
         if lead:
             run_dir.write_results(directory, results)
     return results

@@ -86,10 +86,9 @@ def build(cfg: LanguageModelConfig, texts: Texts, vocab: data.Vocab, lanes: slic
 
     params = model.init(jax.random.key(cfg.seed))
 
-    def report(result: train.FitResult, seconds: float, directory: Path | None) -> dict[str, Any]:
+    def report(result: train.FitResult, seconds: float, directory: Path | None, ngram: dict) -> dict[str, Any]:
         best = here(result.params)
         test_nll = float(nll_on_stream(best, _held_out_windows(test_ids, cfg.batch_size, cfg.window)))
-        ngram_val, best_order, ngram_test = _ngram_baseline(cfg, texts, say)
         prompt = "ROMEO.\n" if cfg.dataset == "shakespeare" else texts.train[: min(20, len(texts.train))]
         generated = models.sample(
             model,
@@ -108,9 +107,7 @@ def build(cfg: LanguageModelConfig, texts: Texts, vocab: data.Vocab, lanes: slic
             "characters": {"train": len(train_ids), "validation": len(val_ids), "test": len(test_ids)},
             "test_bits_per_char": metrics.bits_per_token(test_nll),
             "test_perplexity": metrics.perplexity(test_nll),
-            "ngram_order": best_order,
-            "ngram_validation_bits_per_char": ngram_val,
-            "ngram_test_bits_per_char": ngram_test,
+            **ngram,
             "uniform_bits_per_char": math.log2(len(vocab)),
             "steps": result.step,
             "train_seconds": round(seconds, 1),
@@ -127,6 +124,7 @@ def build(cfg: LanguageModelConfig, texts: Texts, vocab: data.Vocab, lanes: slic
         batches=lambda epoch: windows,
         evaluation=train.Evaluation(evaluate, cfg.eval_every, monitor="bits_per_char", patience=cfg.patience),
         initial_carry=model.net.default_carry(params["rnn"], (lanes.stop - lanes.start,)),
+        baselines=lambda: _ngram_baseline(cfg, texts, say),
         report=report,
     )
 
@@ -179,11 +177,10 @@ def _language_model(cfg: LanguageModelConfig, vocab_size: int):
     return model, loss_fn
 
 
-def _ngram_baseline(
-    cfg: LanguageModelConfig, texts: Texts, say: Callable[[str], None]
-) -> tuple[dict[int, float], int, float]:
-    """``(validation bits/char by order, best order, its test bits/char)``: counted once at the highest order,
-    with a note before each part, so that the half minute it takes is not silent."""
+def _ngram_baseline(cfg: LanguageModelConfig, texts: Texts, say: Callable[[str], None]) -> dict[str, Any]:
+    """The n-gram baseline's results (validation bits/char by order, the best order, its test bits/char):
+    counted once at the highest order, with a note before each part, so that the half minute it takes is not
+    silent."""
     orders = sorted(set(cfg.ngram_orders))
     say(f"baseline: Witten-Bell character n-gram, counting up to order {orders[-1]} on the training text")
     full = baselines.CharNGram(texts.train, orders[-1])
@@ -193,7 +190,11 @@ def _ngram_baseline(
         ngram_val[n] = full.with_order(n).bits_per_char(texts.validation)
     best = min(ngram_val, key=ngram_val.__getitem__)
     say(f"baseline: order {best} (best on validation) on the test text")
-    return ngram_val, best, full.with_order(best).bits_per_char(texts.test)
+    return {
+        "ngram_order": best,
+        "ngram_validation_bits_per_char": ngram_val,
+        "ngram_test_bits_per_char": full.with_order(best).bits_per_char(texts.test),
+    }
 
 
 def language_model_config(directory: str | os.PathLike[str]) -> LanguageModelConfig:

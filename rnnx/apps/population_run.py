@@ -8,7 +8,9 @@ held-out metric and its margin over the task's baseline, the mean and its 95% in
 t-distribution over the members that did not fail (:mod:`rnnx.apps.intervals`).
 
 Files in the run directory: those of a solo run, with ``population.json`` (the seeds and learning rates,
-which a resumed run must share) and ``results.json`` holding ``members`` and ``summary``.
+which a resumed run must share) and ``results.json`` holding ``members`` and ``summary``. As with a solo run
+(:func:`rnnx.apps.run_dir.finished`), rerunning a finished population returns its saved results and writes
+nothing. The baselines do not depend on the seed (every member has the same data): they are computed once.
 """
 
 import dataclasses
@@ -67,13 +69,17 @@ def run_population(
     on_log: OnLog | None = None,
     say: Callable[[str], None] = lambda message: None,
 ) -> dict[str, Any]:
-    """Train the population and return ``{"members": [...], "summary": {...}}`` (also in ``results.json``)."""
+    """Train the population and return ``{"members": [...], "summary": {...}}`` (also in ``results.json``); a
+    finished population's saved results, writing nothing."""
     task = _TASKS[type(cfg)]
     population = {"seeds": seeds, "learning_rates": learning_rates}
-    _check_population(run_dir.check(cfg), population)  # reads only: a refused run writes nothing
+    directory = run_dir.check(cfg)  # reads only: a refused run writes nothing
+    if (finished := _finished(directory, cfg, population, say)) is not None:
+        return finished
     data = task.load(cfg)
     with run_dir.writing(cfg, say) as directory:  # the run directory's lock, and the settings checked again
-        _check_population(directory, population)
+        if (finished := _finished(directory, cfg, population, say)) is not None:  # by another process meanwhile
+            return finished
         (directory / "population.json").write_text(json.dumps(population))
         return _train(task, cfg, data, directory, seeds, learning_rates, on_log, say)
 
@@ -87,6 +93,7 @@ def _train(task, cfg, data, directory, seeds, learning_rates, on_log, say) -> di
         for s, c in zip(seeds, configs)
     }
     first = setups[seeds[0]]
+    shared_baselines = first.baselines()  # the same data for every member
     started = time.perf_counter()
     result = train.fit_population(
         first.loss_fn,
@@ -110,7 +117,7 @@ def _train(task, cfg, data, directory, seeds, learning_rates, on_log, say) -> di
     for i, seed in enumerate(seeds):
         row = {"member": i, "seed": seed, "learning_rate": learning_rates[i], "failure": result.failures[i]}
         if result.failures[i] is None:
-            report = setups[seed].report(result.member(i), seconds, None)
+            report = setups[seed].report(result.member(i), seconds, None, shared_baselines)
             margin = sign * (report[metric] - report[baseline])
             row |= {metric: report[metric], baseline: report[baseline], "margin": margin, "steps": report["steps"]}
         rows.append(row)
@@ -124,10 +131,19 @@ def _train(task, cfg, data, directory, seeds, learning_rates, on_log, say) -> di
         "baseline": baseline,
         "members": rows,
         "summary": summary,
+        "steps": max(result.steps),  # the population's last checkpoint: run_dir.finished compares them
+        "stopped_early": max(result.steps) < cfg.steps,  # every member stopped or failed before cfg.steps
         "train_seconds": round(seconds, 1),
     }
     run_dir.write_results(directory, results)
     return results
+
+
+def _finished(directory: Any, cfg: Any, population: dict[str, Any], say: Callable[[str], None]) -> dict | None:
+    """The saved results of this population when it has finished (:func:`rnnx.apps.run_dir.finished`), after
+    checking, reading only, that ``directory`` holds no other population; else None."""
+    _check_population(directory, population)
+    return run_dir.finished(directory, cfg, say) if (directory / "population.json").exists() else None
 
 
 def _check_population(directory: Any, population: dict[str, Any]) -> None:

@@ -28,9 +28,11 @@ class Setup(NamedTuple):
     batches: Callable[[int], EpochBatches]  # epoch -> this process's batches
     evaluation: train.Evaluation
     initial_carry: Any  # a stateful loss's carry at the start of each epoch; None for a stateless one
+    # () -> the baselines' results, which do not depend on the seed: a population computes them once
+    baselines: Callable[[], dict[str, Any]]
     # (fit's result, seconds of training, the run directory where the lead process writes extra files, else
-    # None) -> the run's results
-    report: Callable[[train.FitResult, float, Path | None], dict[str, Any]]
+    # None, baselines()) -> the run's results
+    report: Callable[[train.FitResult, float, Path | None, dict[str, Any]], dict[str, Any]]
 
 
 class Task(NamedTuple):

@@ -6,7 +6,7 @@ batches, either form, as one stream."""
 import itertools
 import math
 import numbers
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 import jax
@@ -99,6 +99,14 @@ def batch_stream(batches: "Batches", start: int) -> Iterator[tuple[int | None, i
         epoch, index = epoch + 1, 0
 
 
+def batches_ran_out(warn: Callable[[str], None], step: int, steps: int) -> str:
+    """Note (to ``warn``, a ``"batches_ran_out"`` warner) that an iterable of batches ended after ``step`` of
+    ``steps`` steps; returns the stop reason, for ``fit`` and ``fit_population`` alike."""
+    reason = f"the batches ran out after {step} of {steps} steps"
+    warn(f"training ended early: {reason}")
+    return reason
+
+
 def _real(value: object) -> TypeGuard[float]:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -108,4 +116,4 @@ def _positive_integer(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a positive integer, received {value!r}")
 
 
-__all__ = ["batch_stream", "check_fit_arguments", "checked_loss_output", "evaluation_result"]
+__all__ = ["batch_stream", "batches_ran_out", "check_fit_arguments", "checked_loss_output", "evaluation_result"]

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnx.training.arguments import batch_stream, evaluation_result
+from rnnx.training.arguments import batch_stream, batches_ran_out, evaluation_result
 from rnnx.training.hooks import MAX_CONSECUTIVE_SKIPS, Evaluation, FitResult, Interrupted, NonFiniteError
 from rnnx.training.step import TrainState, TrainStep, all_finite
 
@@ -152,8 +152,7 @@ class Loop:
                     self.saved = save(_checked_finite(state, step), self.extra(False, False))
                 raise Interrupted(step, self.saved)
         if ran_out:
-            self.stop_reason = f"the batches ran out after {step} of {self.steps} steps"
-            self.warn("batches_ran_out")(f"training ended early: {self.stop_reason}")
+            self.stop_reason = batches_ran_out(self.warn("batches_ran_out"), step, self.steps)
         best = state.best_params if self.evaluation is not None else state.train.params
         return FitResult(
             best,

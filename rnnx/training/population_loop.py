@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnx.training.arguments import batch_stream
+from rnnx.training.arguments import batch_stream, batches_ran_out
 from rnnx.training.hooks import MAX_CONSECUTIVE_SKIPS, Evaluation, FitResult, NonFiniteError
 from rnnx.training.loop import Batches, FitState, Metrics, emit, warner
 from rnnx.training.step import TrainStep
@@ -53,16 +53,17 @@ class PopulationResult:
     opt_state: Any  # with the injected hyper-parameters in it
     steps: list[int]  # the updates each member took
     histories: list[list[dict[str, Any]]]
-    stopped_early: list[bool]  # by its patience, or by on_log for all
+    stopped_early: list[bool]  # by its patience, by on_log for all, or the batches ran out
     skipped: list[int]
     failures: list[str | None]  # the one-line report of a failed (frozen) member
     seeds: list[int]
     hyperparams: dict[str, np.ndarray]  # (n,) each, clip_norm among them
+    stop_reasons: list[str | None]  # as fit's stop_reason when the batches ran out (else None)
 
     def member(self, i: int) -> FitResult:
         """Member ``i`` as the :class:`rnnx.training.FitResult` of its solo :func:`rnnx.training.fit`."""
         take = lambda tree: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
-        args = (self.steps[i], self.histories[i], self.stopped_early[i], self.skipped[i])
+        args = (self.steps[i], self.histories[i], self.stopped_early[i], self.skipped[i], self.stop_reasons[i])
         return FitResult(take(self.params), take(self.last_params), take(self.opt_state), *args)
 
 
@@ -126,11 +127,13 @@ class PopulationLoop:
         self.histories = extra.get("histories", [[] for _ in range(n)])
         self.best_step = extra.get("best_step", [None] * n)
         self.failures, self.stopped = extra.get("failures", [None] * n), extra.get("member_stopped", [False] * n)
+        reasons: list[str | None] = [None] * n
         step, stop = int(np.max(np.asarray(state.fit.train.step))), extra.get("stopped", False)
         if extra.get("pending_evaluation"):
             state = self.evaluate(state, step)
         stream = batch_stream(self.batches, step)
         item = next(stream, None) if step < self.steps and not stop and self.active.any() else None
+        ran_out = item is None and step < self.steps and not stop
         pending: list[tuple[int, Metrics]] = []
         while item is not None:
             epoch, index, batch = item
@@ -142,6 +145,7 @@ class PopulationLoop:
             pending.append((step, metrics))
             item = next(stream, None) if step < self.steps else None
             last = item is None
+            ran_out = last and step < self.steps
             log_due = step % self.log_every == 0 or last
             evaluate_due = self.evaluation is not None and (step % self.evaluation.every == 0 or last)
             save_due = save is not None and ((save_every and step % save_every == 0) or last)
@@ -162,12 +166,16 @@ class PopulationLoop:
             if stop or not self.active.any():
                 self.stopped = [s or (stop and f is None) for s, f in zip(self.stopped, self.failures)]
                 break
+        if ran_out and self.active.any():  # as in fit; the members still training stop here
+            reason = batches_ran_out(self.warn("batches_ran_out"), step, self.steps)
+            reasons = [reason if a else r for a, r in zip(self.active, reasons)]
+            self.stopped = [s or bool(a) for s, a in zip(self.stopped, self.active)]
         fit = state.fit
         best = fit.best_params if self.evaluation is not None else fit.train.params
         steps = [int(s) for s in np.asarray(fit.train.step)]
         skipped = [int(s) for s in np.asarray(state.skipped)]
         args = (self.histories, self.stopped, skipped, self.failures, [int(s) for s in np.asarray(self.seeds)])
-        return PopulationResult(best, fit.train.params, fit.train.opt_state, steps, *args, self.hyperparams)
+        return PopulationResult(best, fit.train.params, fit.train.opt_state, steps, *args, self.hyperparams, reasons)
 
     def active_at_start(self, state: PopulationState) -> np.ndarray:
         self.active = np.asarray(state.active).copy()
