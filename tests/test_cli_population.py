@@ -62,8 +62,12 @@ def test_population_of_a_classifier_from_the_command_line(tmp_path, capsys, monk
     assert min(accuracies) >= 0.9  # the words give the label away
     assert bow_calls == [1] and len({m["bow_logreg_accuracy"] for m in result["members"]}) == 1  # one baseline
     assert "95% interval" in out and "| 2 | 2 | 0.03 |" in out
+    before = file_hashes(run_dir)
     assert main(argv[:-3] + ["0.01"]) == 2  # another population in the same directory is refused
-    assert "another population" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds checkpoints of the population {'seeds': [0, 1, 2]" in err and "this is the population" in err
+    assert main(argv[:-6]) == 2  # so is a solo run, which would resume from the stacked checkpoints
+    assert "and this is a solo run" in capsys.readouterr().err and file_hashes(run_dir) == before
 
 
 @pytest.mark.slow  # CLI runs end to end
@@ -110,6 +114,9 @@ def test_population_of_a_language_model_from_the_command_line_and_its_finished_r
     solo_result = json.loads((solo / "results.json").read_text())
     assert abs(solo_result["test_bits_per_char"] - bits[0]) < 1e-5  # member 0 is the solo run, to round-off
     assert solo_result["ngram_test_bits_per_char"] == members[0]["ngram_test_bits_per_char"]
+    capsys.readouterr()
+    assert main(["train", "--dataset", str(text), "--run-dir", str(solo), *TINY_LM, "--seeds", "2"]) == 2
+    assert f"{solo} holds checkpoints of a solo run, and this is the population" in capsys.readouterr().err
 
     before, calls = file_hashes(run), len(ngram_calls)
     capsys.readouterr()

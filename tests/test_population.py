@@ -126,6 +126,9 @@ def test_batches_that_run_out_stop_every_member_with_fits_note_and_reason():
         assert (member.step, member.stopped_early, member.stop_reason) == (5, True, solo.stop_reason)
         other = solo if i == 0 else _solo(seed, lrs[i], batches=iter(batches), on_log=solo_records.append)
         _leaves_close(member.params, other.params)
+    for empty in ([], iter([]), lambda epoch: []):  # no batch at all: an error, as in fit
+        with pytest.raises(ValueError, match=r"batches(\(0\) returned no batches| yielded no batch)"):
+            train.fit_population(_loss, _init, empty, seeds=seeds, steps=STEPS)
 
 
 def test_hyperparameters_per_member_weight_decay_and_clip_norm():

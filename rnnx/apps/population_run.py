@@ -14,7 +14,6 @@ nothing. The baselines do not depend on the seed (every member has the same data
 """
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -73,14 +72,13 @@ def run_population(
     finished population's saved results, writing nothing."""
     task = _TASKS[type(cfg)]
     population = {"seeds": seeds, "learning_rates": learning_rates}
-    directory = run_dir.check(cfg)  # reads only: a refused run writes nothing
-    if (finished := _finished(directory, cfg, population, say)) is not None:
+    directory = run_dir.check(cfg, population)  # reads only: a refused run writes nothing
+    if (finished := run_dir.finished(directory, cfg, say)) is not None:
         return finished
     data = task.load(cfg)
-    with run_dir.writing(cfg, say) as directory:  # the run directory's lock, and the settings checked again
-        if (finished := _finished(directory, cfg, population, say)) is not None:  # by another process meanwhile
+    with run_dir.writing(cfg, say, population) as directory:  # the lock, and the settings checked again
+        if (finished := run_dir.finished(directory, cfg, say)) is not None:  # by another process meanwhile
             return finished
-        (directory / "population.json").write_text(json.dumps(population))
         return _train(task, cfg, data, directory, seeds, learning_rates, on_log, say)
 
 
@@ -137,24 +135,6 @@ def _train(task, cfg, data, directory, seeds, learning_rates, on_log, say) -> di
     }
     run_dir.write_results(directory, results)
     return results
-
-
-def _finished(directory: Any, cfg: Any, population: dict[str, Any], say: Callable[[str], None]) -> dict | None:
-    """The saved results of this population when it has finished (:func:`rnnx.apps.run_dir.finished`), after
-    checking, reading only, that ``directory`` holds no other population; else None."""
-    _check_population(directory, population)
-    return run_dir.finished(directory, cfg, say) if (directory / "population.json").exists() else None
-
-
-def _check_population(directory: Any, population: dict[str, Any]) -> None:
-    path = directory / "population.json"
-    if path.exists() and run_dir.latest_step(directory / "checkpoints") is not None:
-        saved = json.loads(path.read_text())
-        if saved != population:
-            raise ConfigError(
-                f"{directory} holds checkpoints of another population, {saved} (now {population}); pass another "
-                f"--run-dir, or delete {directory}, to start afresh"
-            )
 
 
 def describe(results: dict[str, Any]) -> str:

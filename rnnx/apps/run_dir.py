@@ -24,42 +24,64 @@ from rnnx.training.loop import OnLog
 Config = ClassifierConfig | LanguageModelConfig
 
 # Settings a rerun may change: they steer how the run goes on, not what it has computed so far.
+POPULATION = "population.json"  # the seeds and learning rates of a population (rnnx train --seeds)
 _FREE = {"patience", "run_dir", "checkpoint_every", "keep_checkpoints", "on_nonfinite", "max_dataset_mb"}
 
 
-def check(cfg: Config) -> Path:
+def check(cfg: Config, population: dict[str, Any] | None = None) -> Path:
     """``cfg.run_dir``, after checking, reading only, that a run with ``cfg`` may use it.
 
     A directory holding checkpoints resumes from them (``fit`` does that), so it must hold the same settings;
     only ``patience``, the checkpoint and non-finite policies, the dataset size limit and, with a constant
-    learning rate, ``steps`` ("train on") may change. Anything else is a :class:`ConfigError` naming the
-    settings that differ, as is a ``run_dir`` that is a file.
+    learning rate, ``steps`` ("train on") may change. It must also hold the same kind of run: a solo run
+    (``population`` None), or the population (``{"seeds", "learning_rates"}`` of ``rnnx train --seeds``)
+    saved in its ``population.json``. Anything else is a :class:`ConfigError` naming what differs, as is a
+    ``run_dir`` that is a file.
     """
     run_dir = Path(cfg.run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--run-dir must be a directory, received the file {run_dir}")
-    saved_path = run_dir / "config.json"
-    if saved_path.exists() and latest_step(run_dir / "checkpoints") is not None:
+    if latest_step(run_dir / "checkpoints") is None:
+        return run_dir
+    saved_path, population_path = run_dir / "config.json", run_dir / POPULATION
+    if saved_path.exists():
         _check_unchanged(run_dir, json.loads(saved_path.read_text()), _settings(cfg))
+    saved = json.loads(population_path.read_text()) if population_path.exists() else None
+    if saved != population:
+        held, now = (f"the population {p}" if p is not None else "a solo run" for p in (saved, population))
+        raise ConfigError(
+            f"{run_dir} holds checkpoints of {held}, and this is {now}; it would resume from them. Pass another "
+            f"--run-dir, or delete {run_dir}, to start afresh"
+        )
     return run_dir
 
 
 @contextlib.contextmanager
-def writing(cfg: Config, say: Callable[[str], None]) -> Iterator[Path]:
+def writing(cfg: Config, say: Callable[[str], None], population: dict[str, Any] | None = None) -> Iterator[Path]:
     """Hold ``cfg.run_dir``'s lock (``rnnx.lock``, as ``fit`` holds its checkpoints'), check the settings
-    again under it and save ``cfg`` as ``config.json``, for the ``with`` block: the only way into a run
-    directory. A process refused the lock (:class:`rnnx.training.checkpoint.CheckpointError`) or the
-    settings (:class:`ConfigError`) has written nothing. In a multi-process job, process 0 holds the lock
-    and writes; the others only read."""
+    again under it and save ``cfg`` as ``config.json`` (and ``population`` as ``population.json``, or remove
+    a population's left without checkpoints), for the ``with`` block: the only way into a run directory. A
+    process refused the lock (:class:`rnnx.training.checkpoint.CheckpointError`) or the settings
+    (:class:`ConfigError`) has written nothing. In a multi-process job, process 0 holds the lock and writes;
+    the others only read."""
     lead = distributed.is_lead()
     with checkpoint.lock(cfg.run_dir, enabled=lead, on_stale=say):
-        run_dir = check(cfg)  # again: another process may have written here since the first check
+        run_dir = check(cfg, population)  # again: another process may have written here since the first check
         distributed.barrier("rnnx: run directory read")  # each read it before process 0 writes to it
-        settings = json.dumps(_settings(cfg), indent=1)
-        saved_path = run_dir / "config.json"
-        if lead and not (saved_path.exists() and saved_path.read_text() == settings):
-            saved_path.write_text(settings)
+        if lead:
+            for path, value in (("config.json", _settings(cfg)), (POPULATION, population)):
+                _write_if_changed(run_dir / path, value)
         yield run_dir
+
+
+def _write_if_changed(path: Path, value: Any) -> None:
+    """``value`` as ``path``'s JSON, unless it already holds it; None removes the file."""
+    if value is None:
+        path.unlink(missing_ok=True)
+        return
+    text = json.dumps(value, indent=1)
+    if not (path.exists() and path.read_text() == text):
+        path.write_text(text)
 
 
 def _settings(cfg: Config) -> dict[str, Any]:

@@ -99,6 +99,12 @@ def batch_stream(batches: "Batches", start: int) -> Iterator[tuple[int | None, i
         epoch, index = epoch + 1, 0
 
 
+def check_first_batch(item: Any, step: int, steps: int) -> None:
+    """Raise when a run that has not started (``step`` 0) finds no batch at all (``item`` None)."""
+    if item is None and step == 0:
+        raise ValueError(f"batches yielded no batch; expected at least one (steps={steps})")
+
+
 def batches_ran_out(warn: Callable[[str], None], step: int, steps: int) -> str:
     """Note (to ``warn``, a ``"batches_ran_out"`` warner) that an iterable of batches ended after ``step`` of
     ``steps`` steps; returns the stop reason, for ``fit`` and ``fit_population`` alike."""

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnx.training.arguments import batch_stream, batches_ran_out, evaluation_result
+from rnnx.training.arguments import batch_stream, batches_ran_out, check_first_batch, evaluation_result
 from rnnx.training.hooks import MAX_CONSECUTIVE_SKIPS, Evaluation, FitResult, Interrupted, NonFiniteError
 from rnnx.training.step import TrainState, TrainStep, all_finite
 
@@ -106,8 +106,8 @@ class Loop:
             stop = stop or patience_over
         base_key, stream = jax.random.key(self.seed), batch_stream(self.batches, step)
         item = next(stream, None) if step < self.steps and not stop else None
-        if item is None and step == 0 and not stop:
-            raise ValueError(f"batches yielded no batch; expected at least one (steps={self.steps})")
+        if not stop:
+            check_first_batch(item, step, self.steps)
         ran_out = item is None and step < self.steps and not stop
         # (step, metrics) since the last record; the finite flags read of them so far
         pending: list[tuple[int, Metrics]] = []

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnx.training.arguments import batch_stream, batches_ran_out
+from rnnx.training.arguments import batch_stream, batches_ran_out, check_first_batch
 from rnnx.training.hooks import MAX_CONSECUTIVE_SKIPS, Evaluation, FitResult, NonFiniteError
 from rnnx.training.loop import Batches, FitState, Metrics, emit, warner
 from rnnx.training.step import TrainStep
@@ -133,6 +133,8 @@ class PopulationLoop:
             state = self.evaluate(state, step)
         stream = batch_stream(self.batches, step)
         item = next(stream, None) if step < self.steps and not stop and self.active.any() else None
+        if not stop and self.active.any():
+            check_first_batch(item, step, self.steps)
         ran_out = item is None and step < self.steps and not stop
         pending: list[tuple[int, Metrics]] = []
         while item is not None:
