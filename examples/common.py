@@ -27,11 +27,12 @@ def readout(params, ys):
     return ys[:, -1] @ params["w"] + params["b"]
 
 
-def readout_model(cell, num_layers=None):
+def readout_model(cell, num_layers=None, parallel=None):
     """``(init, predict)``: ``cell`` over ``xs (b, t, 2)``, then :func:`readout`.
 
-    ``num_layers=None`` runs the bare cell (params ``{"cell", "w", "b"}``); a number runs an ``rnnx.stacked``
-    network of that many layers (params ``{"net", "w", "b"}``), as the results in ``examples/results`` were made.
+    ``num_layers=None`` runs the bare cell (params ``{"cell", "w", "b"}``) in ``rnnx.unroll``'s mode ``parallel``
+    (None: the cell's default); a number runs an ``rnnx.stacked`` network of that many layers (params
+    ``{"net", "w", "b"}``), as the results in ``examples/results`` were made.
     """
     net = None if num_layers is None else rnnx.stacked(cell, num_layers=num_layers)
     name = "cell" if net is None else "net"
@@ -43,7 +44,11 @@ def readout_model(cell, num_layers=None):
         return {name: core, "w": jax.random.normal(k_out, (h,)) / h**0.5, "b": jnp.ones(())}
 
     def predict(params, xs):
-        ys = rnnx.unroll(cell, params["cell"], xs)[1] if net is None else net.apply(params["net"], xs)[1]
+        ys = (
+            rnnx.unroll(cell, params["cell"], xs, parallel=parallel)[1]
+            if net is None
+            else net.apply(params["net"], xs)[1]
+        )
         return readout(params, ys)
 
     return init, predict

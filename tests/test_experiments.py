@@ -72,3 +72,24 @@ def test_the_library_entry_validates_once(tmp_path, spies):
     assert train_step.update._cache_size() == 1
     with pytest.raises(TypeError, match="cfg must be a LanguageModelConfig, received ClassifierConfig"):
         experiments.train_language_model(cfg)
+
+
+def test_a_populations_members_share_one_ngram_count():
+    """The n-gram baseline of the same texts is counted once (each member of ``--seeds`` asks for it), says its
+    notes every time, and equals the model counted afresh."""
+    from rnnx.apps import baselines, language_modelling
+
+    before = language_modelling._ngram_counts.cache_info()
+    train_text = "the cat sat on the mat; a rat ran past the vat. " * 40 + "test_a_populations_members_share"
+    texts = language_modelling.Texts(train_text, "the rat sat on a mat.", "a cat ran past the rat.")
+    cfg = config.LanguageModelConfig(ngram_orders=(2, 3))
+    notes: list[list[str]] = [[], []]
+    first = language_modelling._ngram_baseline(cfg, texts, notes[0].append)
+    second = language_modelling._ngram_baseline(cfg, texts, notes[1].append)
+    after = language_modelling._ngram_counts.cache_info()
+    assert after.misses == before.misses + 1  # counted once
+    assert first == second and notes[0] == notes[1] and len(notes[0]) == 4
+    validation, best, test = first
+    fresh = baselines.CharNGram(train_text, 3)
+    assert validation == {n: fresh.with_order(n).bits_per_char(texts.validation) for n in (2, 3)}
+    assert test == fresh.with_order(best).bits_per_char(texts.test)

@@ -5,6 +5,7 @@ for ``rnnx generate``.
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -183,17 +184,29 @@ def _ngram_baseline(
     cfg: LanguageModelConfig, texts: Texts, say: Callable[[str], None]
 ) -> tuple[dict[int, float], int, float]:
     """``(validation bits/char by order, best order, its test bits/char)``: counted once at the highest order,
-    with a note before each part, so that the half minute it takes is not silent."""
+    with a note before each part, so that the half minute it takes is not silent. Repeated for the same texts
+    (a population's members), the counts and scores are remembered."""
     orders = sorted(set(cfg.ngram_orders))
     say(f"baseline: Witten-Bell character n-gram, counting up to order {orders[-1]} on the training text")
-    full = baselines.CharNGram(texts.train, orders[-1])
     ngram_val: dict[int, float] = {}
     for i, n in enumerate(orders, 1):
         say(f"baseline: order {n} on the validation text ({i}/{len(orders)})")
-        ngram_val[n] = full.with_order(n).bits_per_char(texts.validation)
+        ngram_val[n] = _ngram_bits(texts.train, orders[-1], n, texts.validation)
     best = min(ngram_val, key=ngram_val.__getitem__)
     say(f"baseline: order {best} (best on validation) on the test text")
-    return ngram_val, best, full.with_order(best).bits_per_char(texts.test)
+    return ngram_val, best, _ngram_bits(texts.train, orders[-1], best, texts.test)
+
+
+# Cached: the members of a population share their texts, and so their baseline (half a minute each otherwise).
+@functools.lru_cache(maxsize=1)
+def _ngram_counts(text: str, order: int) -> baselines.CharNGram:
+    return baselines.CharNGram(text, order)
+
+
+@functools.lru_cache(maxsize=16)
+def _ngram_bits(text: str, counted: int, order: int, held_out: str) -> float:
+    """Bits/char on ``held_out`` of the order-``order`` model from ``text``'s counts up to order ``counted``."""
+    return _ngram_counts(text, counted).with_order(order).bits_per_char(held_out)
 
 
 def language_model_config(directory: str | os.PathLike[str]) -> LanguageModelConfig:
