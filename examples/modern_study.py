@@ -105,7 +105,8 @@ def synthetic(task, name, args):
 
     def evaluate(params):  # in chunks of 50 sequences: the parallel scans' intermediates grow with the batch
         chunks = eval_xs.reshape(-1, 50, *eval_xs.shape[1:])
-        out = jax.lax.map(lambda xs: predict(params, xs), chunks).reshape(-1, *eval_ys.shape[1:])
+        out = jax.lax.map(lambda xs: predict(params, xs), chunks)
+        out = out.reshape(-1, *out.shape[2:])
         if task == "adding":
             return {"mse": jnp.mean((out - eval_ys) ** 2), "accuracy": jnp.mean(jnp.abs(out - eval_ys) < 0.04)}
         return {"nll": task_loss(task, out, eval_ys), "accuracy": jnp.mean(jnp.argmax(out, -1) == eval_ys)}
