@@ -255,18 +255,20 @@ def report(args):
         with open(os.path.join(RESULTS, f"modern_{task}.json")) as f:
             out = json.load(f)
         metric, _, threshold, trivial = METRIC[task]
-        shown = "bits_per_char" if task == "lm" else metric
-        print(
-            f"\n{task}: | cell | hidden | params | {shown} | {metric if task == 'lm' else ''} | learned | "
-            "s/update (population) | step memory MiB |"
-        )
+        shown = ["bits_per_char", "margin"] if task == "lm" else ["accuracy", "mse"] if task == "adding" else [metric]
+        print(f"\n{task}\n\n| cell | hidden | params | {' | '.join(shown)} | learned | s/update | step memory, MiB |")
+        print("|---" * (6 + len(shown)) + "|")
         rows = out["results"]
         for name, r in rows.items():
-            extra = fmt(r["margin"]) if task == "lm" else ""
             print(
-                f"| {name} | {r['hidden']} | {r['parameters']:,} | {fmt(r[shown])} | {extra} | "
-                f"{r['learned']}/{len(r[metric]['values'])} | {r['seconds_per_update']:.3f} | "
+                f"| {name} | {r['hidden']} | {r['parameters']:,} | {' | '.join(fmt(r[m]) for m in shown)} | "
+                f"{r['learned']} / {len(r[metric]['values'])} | {r['seconds_per_update']:.2f} | "
                 f"{r['memory']['total'] / 2**20:.1f} |"
+            )
+        for name, r in out.get("memory_only", {}).items():
+            print(
+                f"| {name} | {r['hidden']} | {r['parameters']:,} | not trained |{' |' * len(shown)} - | "
+                f"{r['memory']['total'] / 2**20:,.0f} |"
             )
         for name, t in out["tests"].items():
             print(
