@@ -206,6 +206,11 @@ def language_model(name, args):
 def run(args):
     path = os.path.join(RESULTS, f"modern_{args.task}.json")
     out = {"config": vars(args), "cpu_count": os.cpu_count(), "results": {}}
+    if args.add and os.path.exists(path):  # the cells of earlier runs, with their configs
+        with open(path) as f:
+            earlier = json.load(f)
+        out |= {k: earlier[k] for k in ("results", "memory_only") if k in earlier}
+        out["earlier_configs"] = [earlier["config"], *earlier.get("earlier_configs", [])]
     for name in args.memory_only:  # too costly to train here: the memory its training step would need
         out.setdefault("memory_only", {})[name] = synthetic(args.task, name, args)
     for name in args.cells:
@@ -220,9 +225,14 @@ def run(args):
             f"{row['memory']['total'] / 2**20:.1f} MiB, {row['seconds']:.0f} s",
             flush=True,
         )
-        out["tests"] = tests(out["results"], metric)
-        with open(path, "w") as f:  # after each cell: a run stopped early keeps what it measured
-            json.dump(out, f, indent=1)
+        save(out, path)  # after each cell: a run stopped early keeps what it measured
+    return save(out, path)
+
+
+def save(out, path):
+    out["tests"] = tests(out["results"], METRIC[out["config"]["task"]][0])
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
     return out
 
 
@@ -297,7 +307,8 @@ def report(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=[*METRIC, "report"])
-    parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=sorted(rnnx.CELLS))
+    parser.add_argument("--add", action="store_true", help="add to the task's json instead of starting it afresh")
+    parser.add_argument("--cells", nargs="*", default=list(CELLS), choices=sorted(rnnx.CELLS))
     parser.add_argument(
         "--memory-only",
         nargs="+",
