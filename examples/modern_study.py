@@ -293,7 +293,7 @@ def report(args):
         ax.bar(range(len(rows)), means, yerr=errors, capsize=4, color="tab:blue", alpha=0.7)
         for x, r in enumerate(rows.values()):
             ax.plot([x] * len(r[metric]["values"]), r[metric]["values"], "k.", alpha=0.5)
-        ax.axhline(trivial, color="tab:red", linestyle=":", label="trivial baseline")
+        ax.axhline(trivial, color="tab:red", linestyle=":", label="n-gram" if task == "lm" else "trivial baseline")
         ax.axhline(threshold, color="tab:green", linestyle="--", label="learned beyond")
         label = {"adding": "final MSE", "copying": "copied-token accuracy", "lm": "bits/char margin over n-gram"}
         ax.set_xticks(range(len(rows)), list(rows), rotation=30)
