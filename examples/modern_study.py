@@ -1,10 +1,10 @@
 """The long-range study of the modern cells, as populations of seeds: LSTM, GRU, minGRU, LRU, RG-LRU, sLSTM and
 mLSTM at equal parameter counts on three tasks.
 
-    nice -n 10 python -m examples.modern_study adding  [--seeds 4 --length 1000 --updates 200]
-    nice -n 10 python -m examples.modern_study copying [--seeds 4 --length 256 --tokens 8 --updates 600]
-    nice -n 10 python -m examples.modern_study lm      [--seeds 3 --updates 300]
-    python -m examples.modern_study report
+    nice -n 10 python -m examples.modern_study adding  [--seeds 4 --length 1000 --updates 150 --memory-only mlstm]
+    nice -n 10 python -m examples.modern_study copying [--seeds 4 --length 256 --tokens 8 --updates 200]
+    nice -n 10 python -m examples.modern_study lm      --seeds 3 [--updates 100]
+    python -m examples.modern_study report   (examples.modern_report)
 
 - ``adding``: the adding problem (``examples.common.adding_batch``) at T = 1,000, one cell layer and a linear
   readout (``examples.common.readout_model``) within ``--budget`` parameters, batch 32, Adam 3e-3, clipping at 1,
@@ -43,6 +43,7 @@ import optax
 
 import rnnx
 from examples.common import adding_batch, hidden_size_for, readout_model
+from examples.modern_report import METRIC, RESULTS, VOCAB, fmt, report
 from examples.population_study import summary
 from examples.selective_copying import selective_copying_batch
 from rnnx import training as train
@@ -54,14 +55,6 @@ from rnnx.apps.task import optimizer
 
 CELLS = ("lstm", "gru", "min_gru", "lru", "rg_lru", "slstm", "mlstm")
 NEW = ("lru", "rg_lru", "slstm", "mlstm")
-VOCAB = 16
-# (metric, higher is better, learned if beyond, trivial baseline) per task
-METRIC = {
-    "adding": ("mse", False, 0.1, 1 / 6),
-    "copying": ("accuracy", True, 1 / (VOCAB - 2) + 0.05, 1 / (VOCAB - 2)),
-    "lm": ("margin", True, 0.0, 0.0),
-}
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
 def step_memory(loss_fn, params, batch, carry=None, opt=None):
@@ -134,6 +127,7 @@ def synthetic(task, name, args):
     row["failures"] = [f for f in result.failures if f is not None]
     row["seconds_per_update"] = clock.per_update()
     row["memory"] = memory
+    row["parallel"] = args.parallel  # unroll's mode: False, the sequential scan; None, the cell's default
     return row
 
 
@@ -248,62 +242,6 @@ def tests(results, metric):
     return out
 
 
-def fmt(s, digits=3):
-    return f"{s['mean']:.{digits}f} [{s['low']:.{digits}f}, {s['high']:.{digits}f}]"
-
-
-def report(args):
-    """Print each task's table and tests (markdown) and draw the three panels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = [t for t in METRIC if os.path.exists(os.path.join(RESULTS, f"modern_{t}.json"))]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.8), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        with open(os.path.join(RESULTS, f"modern_{task}.json")) as f:
-            out = json.load(f)
-        metric, _, threshold, trivial = METRIC[task]
-        shown = ["bits_per_char", "margin"] if task == "lm" else ["accuracy", "mse"] if task == "adding" else [metric]
-        print(f"\n{task}\n\n| cell | hidden | params | {' | '.join(shown)} | learned | s/update | step memory, MiB |")
-        print("|---" * (6 + len(shown)) + "|")
-        rows = out["results"]
-        for name, r in rows.items():
-            print(
-                f"| {name} | {r['hidden']} | {r['parameters']:,} | {' | '.join(fmt(r[m]) for m in shown)} | "
-                f"{r['learned']} / {len(r[metric]['values'])} | {r['seconds_per_update']:.2f} | "
-                f"{r['memory']['total'] / 2**20:.1f} |"
-            )
-        for name, r in out.get("memory_only", {}).items():
-            print(
-                f"| {name} | {r['hidden']} | {r['parameters']:,} | not trained |{' |' * len(shown)} - | "
-                f"{r['memory']['total'] / 2**20:,.0f} |"
-            )
-        for name, t in out["tests"].items():
-            print(
-                f"{task} {name}: {metric} {t['difference']:+.4f}, Welch t {t['t']:.2f}, "
-                f"{'' if t['significant'] else 'not '}significant at 5%"
-            )
-        means = [r[metric]["mean"] for r in rows.values()]
-        errors = [
-            [m - r[metric]["low"] for m, r in zip(means, rows.values())],
-            [r[metric]["high"] - m for m, r in zip(means, rows.values())],
-        ]
-        ax.bar(range(len(rows)), means, yerr=errors, capsize=4, color="tab:blue", alpha=0.7)
-        for x, r in enumerate(rows.values()):
-            ax.plot([x] * len(r[metric]["values"]), r[metric]["values"], "k.", alpha=0.5)
-        ax.axhline(trivial, color="tab:red", linestyle=":", label="n-gram" if task == "lm" else "trivial baseline")
-        ax.axhline(threshold, color="tab:green", linestyle="--", label="learned beyond")
-        label = {"adding": "final MSE", "copying": "copied-token accuracy", "lm": "bits/char margin over n-gram"}
-        ax.set_xticks(range(len(rows)), list(rows), rotation=30)
-        ax.set(title=f"{task} ({len(rows[next(iter(rows))][metric]['values'])} seeds)", ylabel=label[task])
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(RESULTS, "modern_study.png"), dpi=100)
-    print(f"wrote {os.path.join(RESULTS, 'modern_study.png')}")
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=[*METRIC, "report"])
@@ -317,7 +255,7 @@ def main(argv=None):
         help="adding, copying: cells whose training step's memory is recorded, without training",
     )
     parser.add_argument("--seeds", type=int, default=4)
-    parser.add_argument("--updates", type=int, default=None, help="default: 200 (adding), 600 (copying), 300 (lm)")
+    parser.add_argument("--updates", type=int, default=None, help="default: 150 (adding), 200 (copying), 100 (lm)")
     parser.add_argument("--length", type=int, default=None, help="default: 1000 (adding), 256 (copying)")
     parser.add_argument("--tokens", type=int, default=8, help="copying: data tokens to copy")
     parser.add_argument("--budget", type=int, default=None, help="parameters, at most: 4600 (adding), 10000 (copying)")
@@ -334,8 +272,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.parallel = None if args.parallel else False  # unroll's parallel=: None is the cell's default mode
     if args.task == "report":
-        return report(args)
-    defaults = {"adding": (200, 1000, 4600), "copying": (600, 256, 10_000), "lm": (300, None, None)}[args.task]
+        return report()
+    defaults = {"adding": (150, 1000, 4600), "copying": (200, 256, 10_000), "lm": (100, None, None)}[args.task]
     args.updates = args.updates or defaults[0]
     args.length = args.length or defaults[1]
     args.budget = args.budget or defaults[2]
