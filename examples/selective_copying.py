@@ -1,4 +1,4 @@
-"""The selective-copying task (Gu & Dao 2023, "Mamba", Section 3.1 and their appendix E.1): data tokens scattered
+"""The selective-copying task (Gu & Dao 2023, "Mamba", one of its synthetic tasks): data tokens scattered
 among noise tokens at random positions are to be reproduced, in order, after a run of marker tokens.
 
 Gu & Dao's setup: sequences of length 4,096, a vocabulary of 16, 16 data tokens to memorise. Here the lengths are
