@@ -72,4 +72,3 @@ def test_the_library_entry_validates_once(tmp_path, spies):
     assert train_step.update._cache_size() == 1
     with pytest.raises(TypeError, match="cfg must be a LanguageModelConfig, received ClassifierConfig"):
         experiments.train_language_model(cfg)
-
