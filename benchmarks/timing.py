@@ -1,5 +1,6 @@
 """Timing helpers shared by the benchmark scripts: interleaved repeats, medians, spread."""
 
+import random
 import statistics
 import time
 
@@ -17,7 +18,11 @@ def reason(error: BaseException) -> str:
 def time_interleaved(fns: dict, repeats: int = 15, warmup: int = 2, errors: dict | None = None) -> dict:
     """Run each zero-argument function ``warmup`` times, then ``repeats`` rounds, one call of each per round.
 
-    Interleaving spreads the noise of a shared machine over every contender alike. Each call is waited for
+    Interleaving spreads the noise of a shared machine over every contender alike; each round calls them in
+    a new order (shuffled, seed 0), so that none always follows the same neighbour (a large call just before
+    leaves a small one cold caches: in a fixed order that bias lands on one contender every round, as it did on
+    ``benchmarks.population``'s solo step, always called after the 32-member Adam update).
+    Each call is waited for
     with ``jax.block_until_ready`` (torch callables synchronise their own device before returning).
     With ``errors`` (a dict), a function that raises is dropped and ``errors[name]`` says why, so that one
     failing contender cannot stop the others; without it the exception propagates.
@@ -41,8 +46,9 @@ def time_interleaved(fns: dict, repeats: int = 15, warmup: int = 2, errors: dict
             if not call(name):
                 break
     samples = {name: [] for name in live}
+    order = random.Random(0)
     for _ in range(repeats):
-        for name in list(live):
+        for name in order.sample(list(live), len(live)):
             start = time.perf_counter()
             if call(name):
                 samples[name].append(1e3 * (time.perf_counter() - start))

@@ -477,3 +477,14 @@ def test_population_split_recovers_a_known_line_and_ignores_rows_past_8():
     assert split["over_members"] == [1, 2, 4, 8]
     np.testing.assert_allclose([split["fixed"], split["per_member"]], [2.0, 3.0], atol=1e-9)
     assert population.fixed_and_per_member(rows[:1]) is None
+
+
+def test_time_interleaved_calls_every_contender_each_round_in_changing_orders():
+    from benchmarks.timing import time_interleaved
+
+    calls: list[str] = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abcd"}
+    timed = time_interleaved(fns, repeats=6, warmup=1)
+    assert all(len(timed[name]["samples_ms"]) == 6 for name in "abcd")
+    rounds = [tuple(calls[i : i + 4]) for i in range(4, len(calls), 4)]  # after the warm-up calls
+    assert all(sorted(r) == list("abcd") for r in rounds) and len(set(rounds)) > 1
