@@ -14,10 +14,10 @@ mLSTM at equal parameter counts on three tasks.
   length 4,096 and 16 data tokens to ``--length`` and ``--tokens`` (vocabulary 16 as theirs). One-hot tokens, one
   cell layer, a linear readout at each marker step, cross-entropy. Metric: accuracy per copied token (chance
   1/14); a member learned if it beats chance by 0.05.
-- ``lm``: the Shakespeare character model of ``rnnx train`` (``rnnx.apps.config.LanguageModelConfig``: two
-  layers, embedding 300, batch 64, windows of 100, Adam 2e-3) through ``rnnx.apps.population_run``, each cell's
-  hidden size the largest within the main job's parameter count (its 2-layer GRU of 128), for ``--updates``
-  updates instead of 3,000. Metric: held-out (test) bits/char and the margin over the n-gram baseline (positive:
+- ``lm``: the seed's Shakespeare character model (``rnnx.apps.config.LanguageModelConfig``'s defaults: two
+  layers, embedding 300, batch 64, windows of 100, Adam 2e-3; not the README's main job, ``rnnx train``'s smaller
+  command-line defaults) through ``rnnx.apps.population_run``, each cell's hidden size the largest within the
+  parameter count of its 2-layer GRU of 128, for ``--updates`` updates instead of 3,000. Metric: held-out (test) bits/char and the margin over the n-gram baseline (positive:
   better than it); a member learned if its margin is positive.
 
 Members ``0 .. --seeds - 1`` train at once in ``rnnx.training.fit_population`` (one compiled, vmapped step); in
