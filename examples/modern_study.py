@@ -17,8 +17,9 @@ mLSTM at equal parameter counts on three tasks.
 - ``lm``: the seed's Shakespeare character model (``rnnx.apps.config.LanguageModelConfig``'s defaults: two
   layers, embedding 300, batch 64, windows of 100, Adam 2e-3; not the README's main job, ``rnnx train``'s smaller
   command-line defaults) through ``rnnx.apps.population_run``, each cell's hidden size the largest within the
-  parameter count of its 2-layer GRU of 128, for ``--updates`` updates instead of 3,000. Metric: held-out (test) bits/char and the margin over the n-gram baseline (positive:
-  better than it); a member learned if its margin is positive.
+  parameter count of its 2-layer GRU of 128, for ``--updates`` updates instead of 3,000. Metric: held-out
+  (test) bits/char and the margin over the n-gram baseline (positive: better than it); a member learned if its
+  margin is positive.
 
 Members ``0 .. --seeds - 1`` train at once in ``rnnx.training.fit_population`` (one compiled, vmapped step); in
 ``adding`` and ``copying`` each draws its own batches inside the loss from its step key. Reported per cell: the
