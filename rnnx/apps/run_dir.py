@@ -23,8 +23,8 @@ from rnnx.training.loop import OnLog
 
 Config = ClassifierConfig | LanguageModelConfig
 
-# Settings a rerun may change: they steer how the run goes on, not what it has computed so far.
 POPULATION = "population.json"  # the seeds and learning rates of a population (rnnx train --seeds)
+# Settings a rerun may change: they steer how the run goes on, not what it has computed so far.
 _FREE = {"patience", "run_dir", "checkpoint_every", "keep_checkpoints", "on_nonfinite", "max_dataset_mb"}
 
 
