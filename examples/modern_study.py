@@ -4,6 +4,7 @@ mLSTM at equal parameter counts on three tasks.
     nice -n 10 python -m examples.modern_study adding  [--seeds 4 --length 1000 --updates 150 --memory-only mlstm]
     nice -n 10 python -m examples.modern_study copying [--seeds 4 --length 256 --tokens 8 --updates 200]
     nice -n 10 python -m examples.modern_study lm      --seeds 3 [--updates 100]
+    nice -n 10 python -m examples.modern_study lm      --seeds 3 --main-job [--updates 1800]
     python -m examples.modern_study report   (examples.modern_report)
 
 - ``adding``: the adding problem (``examples.common.adding_batch``) at T = 1,000, one cell layer and a linear
@@ -19,7 +20,9 @@ mLSTM at equal parameter counts on three tasks.
   command-line defaults) through ``rnnx.apps.population_run``, each cell's hidden size the largest within the
   parameter count of its 2-layer GRU of 128, for ``--updates`` updates instead of 3,000. Metric: held-out
   (test) bits/char and the margin over the n-gram baseline (positive: better than it); a member learned if its
-  margin is positive.
+  margin is positive. ``--main-job`` runs the README's main job's settings instead (``rnnx train``'s
+  command-line defaults, ``rnnx.apps.cli.LM_DEFAULTS``: embedding 64, windows of 50, 1,800 updates on a cosine
+  schedule from 0.01), written to ``modern_lm_main_job.json``.
 
 Members ``0 .. --seeds - 1`` train at once in ``rnnx.training.fit_population`` (one compiled, vmapped step); in
 ``adding`` and ``copying`` each draws its own batches inside the loss from its step key. Reported per cell: the
@@ -31,6 +34,7 @@ temporaries; deterministic). Welch's t-test compares each new cell with the LSTM
 """
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -49,6 +53,7 @@ from examples.population_study import summary
 from examples.selective_copying import selective_copying_batch
 from rnnx import training as train
 from rnnx.apps import language_modelling, models, population_run
+from rnnx.apps.cli import LM_DEFAULTS
 from rnnx.apps.config import LanguageModelConfig
 from rnnx.apps.intervals import welch_significant
 from rnnx.apps.lanes import lanes
@@ -160,16 +165,17 @@ def copying_model(cell, tokens, parallel=None):
 
 def language_model(name, args):
     """One population of the ``rnnx train --task lm`` model for ``cell = name``: its row of results."""
-    main_job = LanguageModelConfig()
-    vocab_size = len(language_modelling.vocabulary(main_job, language_modelling.load(main_job)))
+    base = LanguageModelConfig(**LM_DEFAULTS) if args.main_job else LanguageModelConfig()
+    vocab_size = len(language_modelling.vocabulary(base, language_modelling.load(base)))
 
     def lm_for(cell, h):
-        return models.language_model(rnnx.stacked(rnnx.make_cell(cell, h), main_job.layers), vocab_size, main_job.embed)
+        return models.language_model(rnnx.stacked(rnnx.make_cell(cell, h), base.layers), vocab_size, base.embed)
 
-    budget = rnnx.count_params(jax.eval_shape(lm_for("gru", main_job.hidden).init, jax.random.key(0)))
+    budget = rnnx.count_params(jax.eval_shape(lm_for("gru", base.hidden).init, jax.random.key(0)))
     hidden, count = hidden_size_for(lambda h: (lm_for(name, h).init, None), budget)
     with tempfile.TemporaryDirectory() as directory:
-        cfg = LanguageModelConfig(
+        cfg = dataclasses.replace(
+            base,
             cell=name,
             hidden=hidden,
             steps=args.updates,
@@ -199,7 +205,7 @@ def language_model(name, args):
 
 
 def run(args):
-    path = os.path.join(RESULTS, f"modern_{args.task}.json")
+    path = os.path.join(RESULTS, f"modern_{args.task}{'_main_job' if args.main_job else ''}.json")
     out = {"config": vars(args), "cpu_count": os.cpu_count(), "results": {}}
     if args.add and os.path.exists(path):  # the cells of earlier runs, with their configs
         with open(path) as f:
@@ -270,11 +276,20 @@ def main(argv=None):
         help="adding, copying: each cell in unroll's default mode (the parallel forms where there are "
         "any), not the sequential scan for all; lm always runs the default",
     )
+    parser.add_argument(
+        "--main-job",
+        action="store_true",
+        help="lm: the README's main job's settings (rnnx.apps.cli.LM_DEFAULTS; --updates default 1800), written "
+        "to modern_lm_main_job.json; without it, LanguageModelConfig's defaults",
+    )
     args = parser.parse_args(argv)
+    if args.main_job and args.task != "lm":
+        parser.error(f"--main-job applies to the lm task only, received the task {args.task!r}")
     args.parallel = None if args.parallel else False  # unroll's parallel=: None is the cell's default mode
     if args.task == "report":
         return report()
-    defaults = {"adding": (150, 1000, 4600), "copying": (200, 256, 10_000), "lm": (100, None, None)}[args.task]
+    lm_updates = LM_DEFAULTS["steps"] if args.main_job else 100
+    defaults = {"adding": (150, 1000, 4600), "copying": (200, 256, 10_000), "lm": (lm_updates, None, None)}[args.task]
     args.updates = args.updates or defaults[0]
     args.length = args.length or defaults[1]
     args.budget = args.budget or defaults[2]
