@@ -87,11 +87,23 @@ def model_and_loss(name: str, tiny: bool):
     return model, lm_loss, data, carry
 
 
-def contenders(name: str, members: list[int], tiny: bool) -> dict:
-    """``{label: zero-argument call}``: one update of a population of each size, and the solo step."""
+def xla_bytes(jitted, *args) -> float | None:
+    """The bytes that XLA's cost model says one call of ``jitted(*args)`` reads and writes (its compiled
+    plan: deterministic, unlike a time); None where the backend gives no such figure."""
+    cost = jitted.lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return None if not cost or "bytes accessed" not in cost else float(cost["bytes accessed"])
+
+
+def contenders(name: str, members: list[int], tiny: bool, traffic: dict | None = None) -> dict:
+    """``{label: zero-argument call}``: one update of a population of each size, and the solo step. With a
+    ``traffic`` dict, also ``traffic["params"]`` (one member's parameter count) and ``traffic[n]``, the bytes
+    one update of ``n`` members moves by XLA's count (:func:`xla_bytes`)."""
     model, loss_fn, data, carry = model_and_loss(name, tiny)
     init = lambda seed: model.init(jax.random.key(seed))  # noqa: E731
     calls = {}
+    if traffic is not None:
+        traffic["params"] = rnnx.count_params(jax.eval_shape(init, 0))
     solo = make_train_step(loss_fn, optax.adam(1e-3))
     solo_state = solo.init(init(0), carry)
     key = jax.random.key(0)
@@ -103,6 +115,8 @@ def contenders(name: str, members: list[int], tiny: bool) -> dict:
             loss_fn, init, list(range(n)), hyperparams={"learning_rate": 1e-3}, initial_carry=carry
         )
         seeds = np.arange(n, dtype=np.int32)
+        if traffic is not None:
+            traffic[n] = xla_bytes(step, state, data, seeds)
         calls[f"N={n}"] = lambda step=step, state=state, seeds=seeds: step(state, data, seeds)[0].fit.train.params
         # Adam's update alone over the stacked params (the gradient replaced by the params): the share of the
         # step that touches every parameter and so grows with N whatever the batching.
@@ -115,7 +129,8 @@ def contenders(name: str, members: list[int], tiny: bool) -> dict:
 def measure(name: str, members: list[int], repeats: int, tiny: bool) -> dict:
     started = time.perf_counter()
     errors: dict = {}
-    timed = time_interleaved(contenders(name, members, tiny), repeats=repeats, warmup=2, errors=errors)
+    traffic: dict = {}
+    timed = time_interleaved(contenders(name, members, tiny, traffic), repeats=repeats, warmup=2, errors=errors)
     one = timed.get("N=1", {}).get("median_ms")
     rows = []
     for n in members:
@@ -123,12 +138,15 @@ def measure(name: str, members: list[int], repeats: int, tiny: bool) -> dict:
         if t is None:
             rows.append({"members": n, "error": errors.get(f"N={n}", "not measured")})
             continue
-        ms, adam = t["median_ms"], timed.get(f"adam N={n}", {}).get("median_ms")
+        ms, adam, moved = t["median_ms"], timed.get(f"adam N={n}", {}).get("median_ms"), traffic.get(n)
         rows.append({"members": n, "ms_per_update": ms, "ratio_to_1": ms / one if one else None,
                      "member_updates_per_s": 1e3 * n / ms, "min_ms": t["min_ms"], "max_ms": t["max_ms"],
-                     "adam_ms": adam})  # fmt: skip
+                     "adam_ms": adam, "bytes": moved,
+                     "param_passes": None if moved is None else moved / (4 * traffic["params"] * n),
+                     "gb_per_s": None if moved is None else moved / ms / 1e6})  # fmt: skip
     solo = timed.get("solo", {}).get("median_ms")
-    return {"model": name, "sizes": (TINY if tiny else SIZES)[name], "solo_ms": solo, "rows": rows,
+    return {"model": name, "sizes": (TINY if tiny else SIZES)[name], "params": traffic["params"], "solo_ms": solo,
+            "rows": rows,
             "split_ms": fixed_and_per_member(rows), "errors": errors,
             "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
 
@@ -177,15 +195,26 @@ def markdown(report: dict) -> str:
         if split:
             out += ["", f"Least squares over N = {split['over_members']}: {split['fixed']:.2f} ms fixed + "
                         f"{split['per_member']:.2f} ms per member (the goals need fixed >= 2.5 x per member)"]  # fmt: skip
-        out += ["", "| members N | ms per update | ratio to N=1 | member-updates per s | of which Adam alone (ms) |"]
-        out.append("|---|---|---|---|---|")
+        passes = [r["param_passes"] for r in result["rows"] if r.get("param_passes") is not None]
+        if passes:
+            out += ["", f"Memory traffic (XLA's cost model of the compiled step): {min(passes):.1f} to "
+                        f"{max(passes):.1f} parameter-sized float32 arrays per member per update "
+                        f"({result['params']:,} parameters a member), where dense Adam needs at least 7 (read "
+                        "the params, the gradient and both moments; write the params and both moments). Where "
+                        "the GB/s column stays level as N grows, the step is bound by that traffic, which "
+                        "grows with N whatever the batching."]  # fmt: skip
+        out += ["", "| members N | ms per update | ratio to N=1 | member-updates per s | of which Adam alone (ms) "
+                    "| arrays moved per member (XLA) | GB/s (XLA bytes / time) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in result["rows"]:
             if "error" in r:
-                out.append(f"| {r['members']} | {r['error']} | - | - | - |")
+                out.append(f"| {r['members']} | {r['error']} | - | - | - | - | - |")
             else:
-                adam = "-" if r.get("adam_ms") is None else f"{r['adam_ms']:.2f}"
+                adam, arrays, rate = (
+                    "-" if r.get(k) is None else f"{r[k]:.{d}f}"
+                    for k, d in (("adam_ms", 2), ("param_passes", 1), ("gb_per_s", 1))
+                )
                 out.append(f"| {r['members']} | {r['ms_per_update']:.2f} | {r['ratio_to_1']:.2f} | "
-                           f"{r['member_updates_per_s']:.1f} | {adam} |")  # fmt: skip
+                           f"{r['member_updates_per_s']:.1f} | {adam} | {arrays} | {rate} |")  # fmt: skip
         out.append("")
     return "\n".join(out)
 
