@@ -12,6 +12,15 @@ METRIC = {
     "copying": ("accuracy", True, 1 / (VOCAB - 2) + 0.05, 1 / (VOCAB - 2)),
     "lm": ("margin", True, 0.0, 0.0),
 }
+ORDER = (
+    "lstm",
+    "gru",
+    "min_gru",
+    "lru",
+    "rg_lru",
+    "slstm",
+    "mlstm",
+)  # of the tables and panels, whatever the runs' order
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
@@ -26,16 +35,18 @@ def report():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = [t for t in METRIC if os.path.exists(os.path.join(RESULTS, f"modern_{t}.json"))]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.8), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        with open(os.path.join(RESULTS, f"modern_{task}.json")) as f:
+    stems = [t for t in (*METRIC, "lm_main_job") if os.path.exists(os.path.join(RESULTS, f"modern_{t}.json"))]
+    fig, axes = plt.subplots(1, len(stems), figsize=(4.5 * len(stems), 3.8), squeeze=False)
+    for ax, stem in zip(axes[0], stems):
+        with open(os.path.join(RESULTS, f"modern_{stem}.json")) as f:
             out = json.load(f)
+        task = out["config"]["task"]  # modern_lm_main_job.json: the lm task at the main job's settings
+        title = f"{task}, {out['config']['updates']} updates" if task == "lm" else task
         metric, _, threshold, trivial = METRIC[task]
         shown = ["bits_per_char", "margin"] if task == "lm" else ["accuracy", "mse"] if task == "adding" else [metric]
-        print(f"\n{task}\n\n| cell | hidden | params | {' | '.join(shown)} | learned | s/update | step memory, MiB |")
+        print(f"\n{title}\n\n| cell | hidden | params | {' | '.join(shown)} | learned | s/update | step memory, MiB |")
         print("|---" * (6 + len(shown)) + "|")
-        rows = out["results"]
+        rows = dict(sorted(out["results"].items(), key=lambda kv: ORDER.index(kv[0]) if kv[0] in ORDER else len(ORDER)))
         for name, r in rows.items():
             print(
                 f"| {name} | {r['hidden']} | {r['parameters']:,} | {' | '.join(fmt(r[m]) for m in shown)} | "
@@ -64,7 +75,7 @@ def report():
         ax.axhline(threshold, color="tab:green", linestyle="--", label="learned beyond")
         label = {"adding": "final MSE", "copying": "copied-token accuracy", "lm": "bits/char margin over n-gram"}
         ax.set_xticks(range(len(rows)), list(rows), rotation=30)
-        ax.set(title=f"{task} ({len(rows[next(iter(rows))][metric]['values'])} seeds)", ylabel=label[task])
+        ax.set(title=f"{title} ({len(rows[next(iter(rows))][metric]['values'])} seeds)", ylabel=label[task])
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(RESULTS, "modern_study.png"), dpi=100)

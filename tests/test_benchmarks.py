@@ -465,9 +465,13 @@ def test_population_benchmark_rehearsal_writes_rows_goals_and_plot(tmp_path):
         assert result["params"] == rnnx.count_params(
             population.model_and_loss("classifier", True)[0].init(jax.random.key(0))
         )
-        assert all(r["param_passes"] >= 1 and r["gb_per_s"] > 0 for r in result["rows"])
+        assert all(r["param_passes"] >= 1 and r["gb_per_s"] > 0 and r["stream_gb_per_s"] > 0 for r in result["rows"])
     text = (tmp_path / "population-cpu-2core-tiny.md").read_text()
-    assert "arrays moved per member (XLA)" in text and "dense Adam needs at least 7" in text
+    assert (
+        "arrays moved per member (XLA)" in text
+        and "stream GB/s" in text
+        and "Dense Adam alone needs at least 7" in text
+    )
     assert "| classifier, 8 members <= 3.0x one member | not measured | - |" in text
     assert "GPU: classifier, 16 members <= 1.5x | not measured on this device" in text
     assert "ms fixed +" in text and "ms per member" in text
