@@ -95,15 +95,14 @@ def xla_bytes(jitted, *args) -> float | None:
     return None if not cost or "bytes accessed" not in cost else float(cost["bytes accessed"])
 
 
-def contenders(name: str, members: list[int], tiny: bool, traffic: dict | None = None) -> dict:
-    """``{label: zero-argument call}``: one update of a population of each size, and the solo step. With a
-    ``traffic`` dict, also ``traffic["params"]`` (one member's parameter count) and ``traffic[n]``, the bytes
-    one update of ``n`` members moves by XLA's count (:func:`xla_bytes`)."""
+def contenders(name: str, members: list[int], tiny: bool) -> tuple[dict, dict]:
+    """``({label: zero-argument call}, traffic)``: one update of a population of each size, the solo step,
+    Adam alone and a memory stream at each size; ``traffic["params"]`` is one member's parameter count and
+    ``traffic[n]`` the bytes one update of ``n`` members moves by XLA's count (:func:`xla_bytes`)."""
     model, loss_fn, data, carry = model_and_loss(name, tiny)
     init = lambda seed: model.init(jax.random.key(seed))  # noqa: E731
-    calls = {}
-    if traffic is not None:
-        traffic["params"] = rnnx.count_params(jax.eval_shape(init, 0))
+    calls: dict = {}
+    traffic: dict = {"params": rnnx.count_params(jax.eval_shape(init, 0))}
     solo = make_train_step(loss_fn, optax.adam(1e-3))
     solo_state = solo.init(init(0), carry)
     key = jax.random.key(0)
@@ -116,25 +115,24 @@ def contenders(name: str, members: list[int], tiny: bool, traffic: dict | None =
             loss_fn, init, list(range(n)), hyperparams={"learning_rate": 1e-3}, initial_carry=carry
         )
         seeds = np.arange(n, dtype=np.int32)
-        if traffic is not None:
-            traffic[n] = xla_bytes(step, state, data, seeds)
+        traffic[n] = xla_bytes(step, state, data, seeds)
         calls[f"N={n}"] = lambda step=step, state=state, seeds=seeds: step(state, data, seeds)[0].fit.train.params
         # Adam's update alone over the stacked params (the gradient replaced by the params): the share of the
         # step that touches every parameter and so grows with N whatever the batching.
         params = state.fit.train.params
         opt_state = adam.init(params)
         calls[f"adam N={n}"] = lambda params=params, opt_state=opt_state: update(params, opt_state)
-        if traffic is not None:  # two arrays read and one written, each of N members' parameter count
-            x, y = (jax.device_put(np.full((n, traffic["params"]), v, np.float32)) for v in (1.0, 2.0))
-            calls[f"stream N={n}"] = lambda x=x, y=y: stream(x, y)
-    return calls
+        # two arrays read and one written, each of N members' parameter count
+        x, y = (jax.device_put(np.full((n, traffic["params"]), v, np.float32)) for v in (1.0, 2.0))
+        calls[f"stream N={n}"] = lambda x=x, y=y: stream(x, y)
+    return calls, traffic
 
 
 def measure(name: str, members: list[int], repeats: int, tiny: bool) -> dict:
     started = time.perf_counter()
     errors: dict = {}
-    traffic: dict = {}
-    timed = time_interleaved(contenders(name, members, tiny, traffic), repeats=repeats, warmup=2, errors=errors)
+    calls, traffic = contenders(name, members, tiny)
+    timed = time_interleaved(calls, repeats=repeats, warmup=2, errors=errors)
     one = timed.get("N=1", {}).get("median_ms")
     rows = []
     for n in members:

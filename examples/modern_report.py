@@ -12,15 +12,8 @@ METRIC = {
     "copying": ("accuracy", True, 1 / (VOCAB - 2) + 0.05, 1 / (VOCAB - 2)),
     "lm": ("margin", True, 0.0, 0.0),
 }
-ORDER = (
-    "lstm",
-    "gru",
-    "min_gru",
-    "lru",
-    "rg_lru",
-    "slstm",
-    "mlstm",
-)  # of the tables and panels, whatever the runs' order
+# the order of the tables and panels, whatever the order the runs added the cells in
+ORDER = ("lstm", "gru", "min_gru", "lru", "rg_lru", "slstm", "mlstm")
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
