@@ -5,6 +5,8 @@
 import json
 import os
 
+from examples.population_study import fmt
+
 VOCAB = 16  # of the selective-copying task, as Gu & Dao's
 # (metric, higher is better, learned if beyond, trivial baseline) per task
 METRIC = {
@@ -15,10 +17,6 @@ METRIC = {
 # the order of the tables and panels, whatever the order the runs added the cells in
 ORDER = ("lstm", "gru", "min_gru", "lru", "rg_lru", "slstm", "mlstm")
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
-
-
-def fmt(s, digits=3):
-    return f"{s['mean']:.{digits}f} [{s['low']:.{digits}f}, {s['high']:.{digits}f}]"
 
 
 def report():

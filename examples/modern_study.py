@@ -48,8 +48,8 @@ import optax
 
 import rnnx
 from examples.common import adding_batch, hidden_size_for, readout_model
-from examples.modern_report import METRIC, RESULTS, VOCAB, fmt, report
-from examples.population_study import summary
+from examples.modern_report import METRIC, RESULTS, VOCAB, report
+from examples.population_study import fmt, summary
 from examples.selective_copying import selective_copying_batch
 from rnnx import training as train
 from rnnx.apps import language_modelling, models, population_run

@@ -170,7 +170,7 @@ class PopulationLoop:
                 break
         if ran_out and self.active.any():  # as in fit; the members still training stop here
             reason = batches_ran_out(self.warn("batches_ran_out"), step, self.steps)
-            reasons = [reason if a else r for a, r in zip(self.active, reasons)]
+            reasons = [reason if a else None for a in self.active]
             self.stopped = [s or bool(a) for s, a in zip(self.stopped, self.active)]
         fit = state.fit
         best = fit.best_params if self.evaluation is not None else fit.train.params
